@@ -1,0 +1,58 @@
+"""Loading and validating the workflow configuration (the same schema the Snakefile uses)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simbridge.errors import SimBridgeConfigError
+
+#: The JSON schema of config.yaml; the Snakefile validates against the same file.
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` against the schema, fill defaults, and return it.
+
+    Raises SimBridgeConfigError naming the offending key (snakemake.utils.validate does the work).
+    """
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    if not SCHEMA_PATH.is_file():
+        raise SimBridgeConfigError(
+            f"config schema not found at {SCHEMA_PATH}; run SimBridge from its source tree "
+            "(pip install -e .)"
+        )
+    config = copy.deepcopy(config)
+    try:
+        validate(config, str(SCHEMA_PATH), set_default=True)
+    except WorkflowError as err:
+        raise SimBridgeConfigError(f"invalid configuration: {err}") from None
+    return config
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise SimBridgeConfigError(f"config file {path} does not exist")
+    with path.open() as fh:
+        try:
+            config = yaml.safe_load(fh)
+        except yaml.YAMLError as err:
+            raise SimBridgeConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise SimBridgeConfigError(f"config file {path} must hold a mapping of settings")
+    return validate_config(config)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON form of ``config`` (key order does not matter)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""Extraction of machine-learning inputs and targets (maps, voxels, histograms) from simulations."""

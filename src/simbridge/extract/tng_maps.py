@@ -1,0 +1,476 @@
+"""TNG map extraction: galaxy selection, batched reading, per-galaxy maps, merged dataset.
+
+Three steps, one workflow rule each:
+1. :func:`write_galaxy_catalog` selects subhalos above the stellar-mass cut of one snapshot and
+   assigns them to a fixed number of batches (contiguous in particle order, balanced by size).
+2. :func:`extract_batch` reads each batch's star particles with few contiguous ``loadSubset``
+   calls and writes the condition and ex-situ maps of every line of sight.
+3. :func:`merge_batches` concatenates the batches into one chunked HDF5 file and a manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from simbridge import units
+from simbridge.errors import SimBridgeInputError
+from simbridge.extract.maps import (
+    MAP_CHANNELS,
+    MAP_UNITS,
+    line_of_sight_rotations,
+    project_galaxy_maps,
+)
+from simbridge.io import atomic_output, write_provenance
+from simbridge.sims import tng
+
+log = logging.getLogger(__name__)
+
+CATALOG_FIELDS = (
+    "SubhaloMassType",
+    "SubhaloHalfmassRadType",
+    "SubhaloPos",
+    "SubhaloVel",
+    "SubhaloLenType",
+)
+#: Per-sample datasets of the maps file, their dtypes and units.
+SAMPLE_FIELDS: dict[str, tuple[str, str]] = {
+    "subhalo_id": ("i8", "Subfind ID at the sample's snapshot"),
+    "snapshot": ("i2", "snapshot number"),
+    "redshift": ("f8", "redshift of the snapshot"),
+    "view_index": ("i2", "index of the line of sight for this galaxy"),
+    "pixel_size_kpc": ("f8", "physical kpc per pixel"),
+    "half_width_kpc": ("f8", "physical kpc from map centre to edge"),
+    "stellar_mass_msun": ("f8", "SubhaloMassType[4] in Msun"),
+    "half_mass_radius_kpc": ("f8", "stellar half-mass radius, physical kpc"),
+    "exsitu_fraction_global": ("f4", "mass fraction of the galaxy's stars that are ex situ"),
+}
+MANIFEST_COLUMNS = [
+    "simulation", "snapshot", "redshift", "subhalo_id", "status", "reason", "stellar_mass_msun",
+    "half_mass_radius_kpc", "exsitu_fraction_global", "n_star_particles", "n_wind_particles",
+    "n_views", "first_sample", "batch",
+]
+
+
+class GalaxySkipped(Exception):
+    """A galaxy cannot be mapped; the message is the reason recorded in the manifest."""
+
+
+# --------------------------------------------------------------------------- selection
+
+def select_galaxies(
+    base_path: str | Path, snapshot: int, stellar_mass_min_msun: float
+) -> pd.DataFrame:
+    """Subhalos of one snapshot above the stellar-mass cut, with their global properties.
+
+    Rows with unusable catalog entries (SubhaloFlag == 0, non-finite values, zero radius) are
+    kept with ``status='skipped'`` and the reason.
+    """
+    header = tng.read_snapshot_header(base_path, snapshot)
+    fields = list(CATALOG_FIELDS)
+    has_flag = tng.subhalo_has_field(base_path, snapshot, "SubhaloFlag")
+    if has_flag:
+        fields.append("SubhaloFlag")
+    cat = tng.read_subhalo_catalog(base_path, snapshot, fields)
+    h, a = header.hubble_param, header.scale_factor
+    mass_type = np.asarray(cat["SubhaloMassType"], dtype=np.float64)
+    stellar_mass = units.code_mass_to_msun(mass_type[:, tng.STARS], h)
+    with np.errstate(invalid="ignore"):
+        ids = np.flatnonzero(stellar_mass >= stellar_mass_min_msun)
+    offsets = tng.read_subhalo_particle_offsets(base_path, snapshot)
+    pos = np.asarray(cat["SubhaloPos"], dtype=np.float64)[ids]
+    vel = np.asarray(cat["SubhaloVel"], dtype=np.float64)[ids]
+    radius = units.comoving_ckpc_h_to_physical_kpc(
+        np.asarray(cat["SubhaloHalfmassRadType"], dtype=np.float64)[ids, tng.STARS], a, h
+    )
+    df = pd.DataFrame(
+        {
+            "subhalo_id": ids.astype(np.int64),
+            "snapshot": int(snapshot),
+            "redshift": header.redshift,
+            "stellar_mass_msun": stellar_mass[ids],
+            "half_mass_radius_kpc": radius,
+            "pos_x_ckpc_h": pos[:, 0], "pos_y_ckpc_h": pos[:, 1], "pos_z_ckpc_h": pos[:, 2],
+            "vel_x_kms": vel[:, 0], "vel_y_kms": vel[:, 1], "vel_z_kms": vel[:, 2],
+            "n_part4": np.asarray(cat["SubhaloLenType"], dtype=np.int64)[ids, tng.STARS],
+            "offset_part4": offsets[ids, tng.STARS],
+        }
+    )
+    reason = np.full(len(df), "", dtype=object)
+    if has_flag:
+        flagged = np.asarray(cat["SubhaloFlag"])[ids] == 0
+        reason[flagged] = "SubhaloFlag=0 (not of cosmological origin)"
+    finite = np.isfinite(np.c_[pos, vel, radius]).all(axis=1)
+    reason[~finite] = "non-finite SubhaloPos, SubhaloVel or SubhaloHalfmassRadType in the catalog"
+    reason[finite & (radius <= 0)] = "zero stellar half-mass radius in the catalog"
+    df["status"] = np.where(reason == "", "selected", "skipped")
+    df["reason"] = reason
+    return df
+
+
+def assign_batches(catalog: pd.DataFrame, n_batches: int) -> pd.DataFrame:
+    """Split the selected galaxies into ``n_batches`` contiguous ranges of similar particle count.
+
+    Galaxies are ordered by particle offset, so each batch reads one contiguous range of the
+    snapshot. Skipped galaxies get batch -1.
+    """
+    catalog = catalog.sort_values("offset_part4", kind="stable").reset_index(drop=True)
+    batch = np.full(len(catalog), -1, dtype=np.int64)
+    selected = (catalog["status"] == "selected").to_numpy()
+    weight = catalog.loc[selected, "n_part4"].to_numpy(dtype=np.float64) + 1.0
+    if weight.size:
+        start = np.cumsum(weight) - weight  # particles before each galaxy
+        batch[selected] = np.minimum((start / weight.sum() * n_batches).astype(np.int64),
+                                     n_batches - 1)
+    catalog["batch"] = batch
+    return catalog.sort_values("subhalo_id", kind="stable").reset_index(drop=True)
+
+
+def write_galaxy_catalog(
+    base_path: str | Path, snapshot: int, tng_config: dict[str, Any], out_csv: str | Path
+) -> pd.DataFrame:
+    """Select, batch and write the galaxy catalog CSV of one snapshot (workflow step 1)."""
+    df = select_galaxies(base_path, snapshot, tng_config["stellar_mass_min_msun"])
+    if not (df["status"] == "selected").any():
+        raise SimBridgeInputError(
+            f"no subhalo of snapshot {snapshot} has a stellar mass above "
+            f"{tng_config['stellar_mass_min_msun']:.3g} Msun",
+            tng.snapshot_chunk_path(base_path, snapshot, 0),
+            "lower tng.stellar_mass_min_msun in config.yaml or check tng.base_path",
+        )
+    df = assign_batches(df, tng_config["n_batches"])
+    with atomic_output(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    log.info("snapshot %d: %d galaxies selected, %d skipped", snapshot,
+             (df["status"] == "selected").sum(), (df["status"] == "skipped").sum())
+    return df
+
+
+# --------------------------------------------------------------------------- one galaxy
+
+@dataclass
+class GalaxyResult:
+    """Maps and global properties of one galaxy."""
+
+    conditions: np.ndarray       # (n_views, 5, npix, npix)
+    exsitu_fraction: np.ndarray  # (n_views, npix, npix)
+    particle_count: np.ndarray   # (n_views, npix, npix)
+    galaxy_mask: np.ndarray      # (n_views, npix, npix)
+    rotations: np.ndarray        # (n_views, 3, 3)
+    pixel_size_kpc: float
+    half_width_kpc: float
+    exsitu_fraction_global: float
+    n_star_particles: int
+    n_wind_particles: int
+
+
+def galaxy_maps_from_particles(
+    stars: dict[str, np.ndarray],
+    insitu: np.ndarray,
+    header: tng.SnapshotHeader,
+    centre_ckpc_h: np.ndarray,
+    systemic_velocity_kms: np.ndarray,
+    half_mass_radius_kpc: float,
+    rotations: np.ndarray,
+    maps_config: dict[str, Any],
+) -> GalaxyResult:
+    """Maps of one galaxy from its PartType4 elements in code units (workflow physics lives here).
+
+    Wind cells (formation time <= 0) are dropped; positions are wrapped periodically around the
+    centre and converted to physical kpc; snapshot velocities get sqrt(a) and lose the systemic
+    velocity (SubhaloVel, already physical); ages use the header's cosmology.
+    Raises GalaxySkipped with the reason for a galaxy that cannot be mapped.
+    """
+    a, h = header.scale_factor, header.hubble_param
+    aform = np.asarray(stars["GFM_StellarFormationTime"])
+    is_star = units.is_star_not_wind(aform)
+    n_wind = int((~is_star).sum())
+    n_star = int(is_star.sum())
+    for field in tng.STAR_FIELDS:
+        n_bad = int((~np.isfinite(np.asarray(stars[field])[is_star])).sum())
+        if n_bad:
+            raise GalaxySkipped(f"{n_bad} non-finite values in PartType4/{field}")
+    if n_star < maps_config["min_star_particles"]:
+        raise GalaxySkipped(
+            f"only {n_star} star particles (wind excluded) < "
+            f"maps.min_star_particles={maps_config['min_star_particles']}"
+        )
+    offset = units.periodic_offset(stars["Coordinates"][is_star], centre_ckpc_h,
+                                   header.box_size_ckpc_h)
+    pos_kpc = units.comoving_ckpc_h_to_physical_kpc(offset, a, h)
+    vel_kms = (units.snapshot_velocity_to_peculiar_kms(stars["Velocities"][is_star], a)
+               - np.asarray(systemic_velocity_kms, dtype=np.float64))
+    mass_msun = units.code_mass_to_msun(stars["Masses"][is_star], h)
+    age_gyr = units.stellar_age_gyr(aform[is_star], a, h, header.omega_matter,
+                                    header.omega_lambda)
+    metallicity = np.asarray(stars["GFM_Metallicity"][is_star], dtype=np.float64)
+    flags = np.asarray(insitu)[is_star]
+    labelled = mass_msun[flags >= 0].sum()
+    if labelled <= 0:
+        raise GalaxySkipped("no star particle has an in-situ/ex-situ label in StellarAssembly")
+    exsitu_global = float(mass_msun[flags == 0].sum() / labelled)
+    half_width = maps_config["fov_half_mass_radii"] * half_mass_radius_kpc
+    views = [
+        project_galaxy_maps(pos_kpc, vel_kms, mass_msun, age_gyr, metallicity, flags, rot,
+                            maps_config["npix"], half_width,
+                            maps_config["min_particles_per_pixel"])
+        for rot in rotations
+    ]
+    return GalaxyResult(
+        conditions=np.stack([v.conditions for v in views]),
+        exsitu_fraction=np.stack([v.exsitu_fraction for v in views]),
+        particle_count=np.stack([v.particle_count for v in views]),
+        galaxy_mask=np.stack([v.galaxy_mask for v in views]),
+        rotations=np.asarray(rotations, dtype=np.float64),
+        pixel_size_kpc=views[0].pixel_size_kpc,
+        half_width_kpc=half_width,
+        exsitu_fraction_global=exsitu_global,
+        n_star_particles=n_star,
+        n_wind_particles=n_wind,
+    )
+
+
+def galaxy_rotations(seed: int, snapshot: int, subhalo_id: int, n_views: int) -> np.ndarray:
+    """Seeded, well-spread lines of sight of one galaxy, independent of batching."""
+    rng = np.random.default_rng([int(seed), int(snapshot), int(subhalo_id)])
+    return line_of_sight_rotations(n_views, rng)
+
+
+# --------------------------------------------------------------------------- one batch
+
+def read_ranges(
+    offsets: np.ndarray, lengths: np.ndarray, max_gap: int
+) -> list[tuple[int, int, np.ndarray]]:
+    """Group galaxies (sorted by offset) into contiguous reads: (start, stop, member indices).
+
+    Consecutive galaxies share one read when the unselected particles between them number at
+    most ``max_gap``; the read then covers the gap too, which costs less than another call.
+    """
+    order = np.argsort(offsets, kind="stable")
+    ranges: list[tuple[int, int, list[int]]] = []
+    for i in order:
+        start, stop = int(offsets[i]), int(offsets[i] + lengths[i])
+        if ranges and start - ranges[-1][1] <= max_gap:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], stop), ranges[-1][2] + [int(i)])
+        else:
+            ranges.append((start, stop, [int(i)]))
+    return [(s, e, np.asarray(m, dtype=np.int64)) for s, e, m in ranges]
+
+
+def extract_batch(
+    base_path: str | Path,
+    snapshot: int,
+    catalog_csv: str | Path,
+    batch: int,
+    config: dict[str, Any],
+    out_h5: str | Path,
+    out_csv: str | Path,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Maps of every galaxy in one batch of one snapshot (workflow step 2).
+
+    Writes ``out_h5`` (per-sample maps) and ``out_csv`` (one row per galaxy, with skip reasons).
+    """
+    maps_cfg, seed = config["maps"], config["seed"]
+    header = tng.read_snapshot_header(base_path, snapshot)
+    catalog = pd.read_csv(catalog_csv)
+    galaxies = catalog[catalog["batch"] == batch].reset_index(drop=True)
+    chunk_offsets = tng.read_chunk_offsets(base_path, header)
+    sa_path = tng.check_stellar_assembly(base_path, header)
+    npix, n_views = maps_cfg["npix"], maps_cfg["n_views"]
+
+    results: dict[int, GalaxyResult] = {}
+    reasons: dict[int, str] = {}
+    ranges = read_ranges(galaxies["offset_part4"].to_numpy(), galaxies["n_part4"].to_numpy(),
+                         config["tng"].get("max_read_gap_particles", 2_000_000))
+    bar = tqdm(total=len(galaxies), desc=f"snap {snapshot:03d} batch {batch}", unit="galaxy",
+               disable=not progress, mininterval=2.0)
+    for start, stop, members in ranges:
+        fields = [*tng.STAR_FIELDS, "ParticleIDs"]
+        stars = tng.load_star_range(base_path, header, chunk_offsets, start, stop - start, fields)
+        insitu = tng.load_insitu_range(sa_path, start, stop - start, stars["ParticleIDs"])
+        for i in members:
+            row = galaxies.iloc[i]
+            sl = slice(int(row.offset_part4) - start, int(row.offset_part4 + row.n_part4) - start)
+            try:
+                results[i] = galaxy_maps_from_particles(
+                    {f: stars[f][sl] for f in tng.STAR_FIELDS},
+                    insitu[sl],
+                    header,
+                    np.array([row.pos_x_ckpc_h, row.pos_y_ckpc_h, row.pos_z_ckpc_h]),
+                    np.array([row.vel_x_kms, row.vel_y_kms, row.vel_z_kms]),
+                    float(row.half_mass_radius_kpc),
+                    galaxy_rotations(seed, snapshot, int(row.subhalo_id), n_views),
+                    maps_cfg,
+                )
+            except GalaxySkipped as skip:
+                reasons[i] = str(skip)
+                log.warning("snapshot %d subhalo %d skipped: %s", snapshot, row.subhalo_id, skip)
+            bar.update(1)
+    bar.close()
+
+    rows = []
+    sample = 0
+    for i, row in galaxies.iterrows():
+        res = results.get(i)
+        rows.append({
+            "simulation": config["tng"]["simulation_name"],
+            "snapshot": int(snapshot),
+            "redshift": header.redshift,
+            "subhalo_id": int(row.subhalo_id),
+            "status": "extracted" if res else "skipped",
+            "reason": reasons.get(i, ""),
+            "stellar_mass_msun": row.stellar_mass_msun,
+            "half_mass_radius_kpc": row.half_mass_radius_kpc,
+            "exsitu_fraction_global": res.exsitu_fraction_global if res else np.nan,
+            "n_star_particles": res.n_star_particles if res else -1,
+            "n_wind_particles": res.n_wind_particles if res else -1,
+            "n_views": len(res.rotations) if res else 0,
+            "first_sample": sample if res else -1,
+            "batch": int(batch),
+        })
+        if res:
+            sample += len(res.rotations)
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+    ordered = [results[i] for i in range(len(galaxies)) if i in results]
+    with atomic_output(out_h5) as tmp, h5py.File(tmp, "w") as h5:
+        _create_sample_datasets(h5, sample, npix)
+        k = 0
+        for i in range(len(galaxies)):
+            res = results.get(i)
+            if res is None:
+                continue
+            n = len(res.rotations)
+            sl = slice(k, k + n)
+            h5["conditions"][sl] = res.conditions
+            h5["exsitu_fraction_map"][sl] = res.exsitu_fraction
+            h5["particle_count"][sl] = res.particle_count
+            h5["galaxy_mask"][sl] = res.galaxy_mask
+            h5["rotation"][sl] = res.rotations
+            row = galaxies.iloc[i]
+            per_sample = {
+                "subhalo_id": row.subhalo_id, "snapshot": snapshot, "redshift": header.redshift,
+                "view_index": np.arange(n), "pixel_size_kpc": res.pixel_size_kpc,
+                "half_width_kpc": res.half_width_kpc, "stellar_mass_msun": row.stellar_mass_msun,
+                "half_mass_radius_kpc": row.half_mass_radius_kpc,
+                "exsitu_fraction_global": res.exsitu_fraction_global,
+            }
+            for name, value in per_sample.items():
+                h5[name][sl] = value
+            k += n
+        h5.attrs["n_galaxies"] = len(ordered)
+        write_provenance(h5, config, seed, _input_files(base_path, header, sa_path))
+    with atomic_output(out_csv) as tmp:
+        manifest.to_csv(tmp, index=False)
+    return manifest
+
+
+def _input_files(base_path: str | Path, header: tng.SnapshotHeader, sa_path: Path) -> list[str]:
+    """Archive files a batch depends on (for the provenance record)."""
+    files = [str(p) for p in tng.snapshot_chunk_paths(base_path, header)]
+    files += [str(p) for p in tng.group_catalog_paths(base_path, header.snapshot)]
+    off = tng.offsets_path(base_path, header.snapshot)
+    if off.is_file():
+        files.append(str(off))
+    files.append(str(sa_path))
+    return files
+
+
+def _create_sample_datasets(h5: h5py.File, n: int, npix: int) -> None:
+    """Create the per-sample datasets, chunked one sample per chunk for random access."""
+    def maps(name: str, shape: tuple[int, ...], dtype: str, unit: str) -> None:
+        ds = h5.create_dataset(name, shape=(n, *shape), dtype=dtype,
+                               chunks=(1, *shape) if n else None,
+                               compression="lzf" if n else None, track_times=False)
+        ds.attrs["units"] = unit
+
+    maps("conditions", (len(MAP_CHANNELS), npix, npix), "f4", "see channel_units")
+    h5["conditions"].attrs["channels"] = list(MAP_CHANNELS)
+    h5["conditions"].attrs["channel_units"] = [MAP_UNITS[c] for c in MAP_CHANNELS]
+    maps("exsitu_fraction_map", (npix, npix), "f4", MAP_UNITS["exsitu_fraction"])
+    maps("particle_count", (npix, npix), "i4", MAP_UNITS["particle_count"])
+    maps("galaxy_mask", (npix, npix), "u1", "1 if the pixel holds enough particles, else 0")
+    maps("rotation", (3, 3), "f8", "rows: image x, image y, line of sight (unit vectors)")
+    for name, (dtype, unit) in SAMPLE_FIELDS.items():
+        ds = h5.create_dataset(name, shape=(n,), dtype=dtype, track_times=False)
+        ds.attrs["units"] = unit
+
+
+# --------------------------------------------------------------------------- merge
+
+def merge_batches(
+    batch_h5: Sequence[str | Path],
+    batch_csv: Sequence[str | Path],
+    catalog_csv: Sequence[str | Path],
+    config: dict[str, Any],
+    out_h5: str | Path,
+    out_manifest: str | Path,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Concatenate batch files into one maps file plus the galaxy manifest (workflow step 3)."""
+    counts = []
+    inputs: list[str] = []
+    for path in batch_h5:
+        with tng.open_hdf5(path, "maps batch") as h5:
+            counts.append(h5["conditions"].shape[0])
+            inputs += [str(s) for s in h5["provenance"].attrs["input_files"]]
+    total = int(sum(counts))
+    npix = config["maps"]["npix"]
+    frames = []
+    offset = 0
+    for path, n in zip(batch_csv, counts, strict=True):
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        df.loc[df["first_sample"] >= 0, "first_sample"] += offset
+        frames.append(df)
+        offset += n
+    for path in catalog_csv:  # galaxies skipped already at selection
+        cat = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        cat = cat[cat["status"] == "skipped"]
+        frames.append(pd.DataFrame({
+            "simulation": config["tng"]["simulation_name"], "snapshot": cat["snapshot"],
+            "redshift": cat["redshift"], "subhalo_id": cat["subhalo_id"], "status": "skipped",
+            "reason": cat["reason"], "stellar_mass_msun": cat["stellar_mass_msun"],
+            "half_mass_radius_kpc": cat["half_mass_radius_kpc"],
+            "exsitu_fraction_global": np.nan, "n_star_particles": -1, "n_wind_particles": -1,
+            "n_views": 0, "first_sample": -1, "batch": -1,
+        }))
+    manifest = pd.concat(frames, ignore_index=True)[MANIFEST_COLUMNS]
+    order = {s: i for i, s in enumerate(config["tng"]["snapshots"])}
+    manifest = manifest.sort_values(
+        ["snapshot", "subhalo_id"], key=lambda c: c.map(order) if c.name == "snapshot" else c,
+        kind="stable",
+    ).reset_index(drop=True)
+
+    with atomic_output(out_h5) as tmp, h5py.File(tmp, "w") as out:
+        _create_sample_datasets(out, total, npix)
+        k = 0
+        for path, n in tqdm(list(zip(batch_h5, counts, strict=True)), desc="merging batches",
+                            unit="batch", disable=not progress):
+            with h5py.File(path, "r") as src:
+                for name in src:
+                    if name != "provenance":
+                        out[name][k:k + n] = src[name][...]
+            k += n
+        out.attrs["n_samples"] = total
+        out.attrs["n_galaxies"] = int((manifest["status"] == "extracted").sum())
+        out.attrs["fov_definition"] = (
+            "maps span [-f, +f] * stellar half-mass radius on both axes, "
+            f"f = maps.fov_half_mass_radii = {config['maps']['fov_half_mass_radii']}"
+        )
+        out.attrs["pixel_convention"] = (
+            "array index [iy, ix]: row = image y (rotation row 1), column = image x (rotation "
+            "row 0); los velocity > 0 is receding along rotation row 2"
+        )
+        write_provenance(out, config, config["seed"], sorted(set(inputs)))
+    with atomic_output(out_manifest) as tmp:
+        manifest.to_csv(tmp, index=False)
+    return manifest

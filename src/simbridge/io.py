@@ -1,0 +1,63 @@
+"""Writing outputs safely: temporary name, then an atomic rename; provenance records."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+import simbridge
+from simbridge.config import config_hash
+
+
+def partial_path(path: str | Path) -> Path:
+    """The temporary name an output is written under before its rename."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` only if the block succeeds.
+
+    A killed job leaves at most the hidden ``.partial`` file, which the next attempt overwrites,
+    so a final name never holds a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(path)
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as indented, key-sorted JSON under a temporary name and rename it."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_provenance(
+    h5: h5py.File, config: dict[str, Any], seed: int, input_files: Sequence[str | Path]
+) -> None:
+    """Write the ``provenance`` group: config hash and text, package version, seed, inputs.
+
+    Nothing time-dependent is written, so the same config gives byte-identical files.
+    """
+    group = h5.require_group("provenance")
+    group.attrs["config_sha256"] = config_hash(config)
+    group.attrs["config_json"] = json.dumps(config, sort_keys=True, default=str)
+    group.attrs["simbridge_version"] = simbridge.__version__
+    group.attrs["seed"] = int(seed)
+    group.attrs["input_files"] = [str(p) for p in input_files]

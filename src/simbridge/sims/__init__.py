@@ -1,0 +1,1 @@
+"""Simulation readers and demo-universe writers, one module per simulation family."""

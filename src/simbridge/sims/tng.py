@@ -1,0 +1,414 @@
+"""Reading IllustrisTNG-layout simulations through illustris_python and h5py.
+
+Every read goes through the real library (``illustris_python``) or plain h5py on the archive's
+own files, so the same code serves TNG50/100/300, CAMELS-TNG (once given offsets) and the demo
+universe. Failures of the underlying libraries are turned into :class:`SimBridgeInputError`
+messages that name the file and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import illustris_python as il
+import numpy as np
+
+from simbridge.errors import SimBridgeInputError
+
+#: PartType4 fields the map extraction needs.
+STAR_FIELDS: tuple[str, ...] = (
+    "Coordinates",
+    "Velocities",
+    "Masses",
+    "GFM_StellarFormationTime",
+    "GFM_Metallicity",
+)
+STARS = 4  # PartType4: stars and wind cells
+
+_REDOWNLOAD = (
+    "re-download this file from the archive (it is truncated or corrupt); "
+    "compare its size with the original"
+)
+
+
+@dataclass(frozen=True)
+class SnapshotHeader:
+    """Cosmology and particle counts of one snapshot, from the Header of its chunk 0."""
+
+    path: Path
+    snapshot: int
+    scale_factor: float
+    redshift: float
+    hubble_param: float
+    omega_matter: float
+    omega_lambda: float
+    box_size_ckpc_h: float
+    num_part_total: np.ndarray
+    n_chunks: int
+
+
+@contextlib.contextmanager
+def open_hdf5(path: str | Path, what: str = "HDF5 file") -> Iterator[h5py.File]:
+    """Open an HDF5 file for reading, turning h5py's errors into a message with the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise SimBridgeInputError(f"{what} is missing", path, "check the path in config.yaml")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as err:
+        raise SimBridgeInputError(
+            f"{what} cannot be opened as HDF5 ({err})", path, _REDOWNLOAD
+        ) from None
+    try:
+        yield fh
+    finally:
+        fh.close()
+
+
+def check_base_path(base_path: str | Path) -> Path:
+    """Check that ``base_path`` is a TNG ``output/`` directory and return it as a Path."""
+    base = Path(base_path)
+    fix = (
+        "set tng.base_path in config.yaml to the simulation's output/ directory (the one that "
+        "holds snapdir_NNN/ and groups_NNN/, with postprocessing/ beside it), or to null for "
+        "the demo universe"
+    )
+    if not base.is_dir():
+        raise SimBridgeInputError("TNG base path does not exist or is not a directory", base, fix)
+    if not any(base.glob("snapdir_*")) and not any(base.glob("groups_*")):
+        raise SimBridgeInputError(
+            "TNG base path holds no snapdir_NNN/ or groups_NNN/ directories", base, fix
+        )
+    return base
+
+
+def available_snapshots(base_path: str | Path) -> list[int]:
+    """Snapshot numbers that have a snapdir_NNN directory under ``base_path``."""
+    found = []
+    for p in Path(base_path).glob("snapdir_*"):
+        with contextlib.suppress(ValueError):
+            found.append(int(p.name.split("_")[1]))
+    return sorted(found)
+
+
+def snapshot_chunk_path(base_path: str | Path, snapshot: int, chunk: int = 0) -> Path:
+    """Path of one snapshot chunk, as illustris_python resolves it."""
+    return Path(il.snapshot.snapPath(str(base_path), snapshot, chunk))
+
+
+def read_snapshot_header(base_path: str | Path, snapshot: int) -> SnapshotHeader:
+    """Read the snapshot Header (cosmology, scale factor, box, counts) from chunk 0."""
+    base = check_base_path(base_path)
+    path = snapshot_chunk_path(base, snapshot, 0)
+    if not path.is_file():
+        raise SimBridgeInputError(
+            f"snapshot {snapshot} not found",
+            path,
+            f"check tng.snapshots in config.yaml; snapshots present: {available_snapshots(base)}",
+        )
+    with open_hdf5(path, f"snapshot {snapshot} chunk 0") as fh:
+        if "Header" not in fh:
+            raise SimBridgeInputError("snapshot chunk has no /Header group", path, _REDOWNLOAD)
+        attrs = dict(fh["Header"].attrs)
+    required = ("Time", "Redshift", "HubbleParam", "Omega0", "OmegaLambda", "BoxSize",
+                "NumPart_Total", "NumFilesPerSnapshot")
+    missing = [k for k in required if k not in attrs]
+    if missing:
+        raise SimBridgeInputError(
+            f"snapshot Header lacks {missing} (an API cutout? those have no NumPart_Total)",
+            path,
+            "use full snapshot chunks, or add NumPart_Total/NumFilesPerSnapshot to the Header",
+        )
+    cosmo = {k: float(attrs[k]) for k in ("Time", "Redshift", "HubbleParam", "Omega0",
+                                           "OmegaLambda", "BoxSize")}
+    bad = [k for k, v in cosmo.items() if not np.isfinite(v)]
+    if bad or cosmo["Time"] <= 0 or cosmo["HubbleParam"] <= 0:
+        raise SimBridgeInputError(f"snapshot Header has invalid values {cosmo}", path, _REDOWNLOAD)
+    num_part = np.asarray(il.snapshot.getNumPart(attrs), dtype=np.int64)
+    return SnapshotHeader(
+        path=path,
+        snapshot=int(snapshot),
+        scale_factor=cosmo["Time"],
+        redshift=cosmo["Redshift"],
+        hubble_param=cosmo["HubbleParam"],
+        omega_matter=cosmo["Omega0"],
+        omega_lambda=cosmo["OmegaLambda"],
+        box_size_ckpc_h=cosmo["BoxSize"],
+        num_part_total=num_part,
+        n_chunks=int(attrs["NumFilesPerSnapshot"]),
+    )
+
+
+def snapshot_chunk_paths(base_path: str | Path, header: SnapshotHeader) -> list[Path]:
+    """All chunk paths of a snapshot; raises if any is missing."""
+    paths = [snapshot_chunk_path(base_path, header.snapshot, k) for k in range(header.n_chunks)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise SimBridgeInputError(
+            f"{len(missing)} of {len(paths)} chunks of snapshot {header.snapshot} are missing",
+            missing[0],
+            "download the complete snapshot (all snap_NNN.*.hdf5 chunks)",
+        )
+    return paths
+
+
+def group_catalog_paths(base_path: str | Path, snapshot: int) -> list[Path]:
+    """All group-catalog chunk paths of a snapshot; raises if chunk 0 or any other is missing."""
+    first = Path(il.groupcat.gcPath(str(base_path), snapshot, 0))
+    if not first.is_file():
+        raise SimBridgeInputError(
+            f"group catalog of snapshot {snapshot} not found",
+            first,
+            "download groups_NNN/fof_subhalo_tab_NNN.*.hdf5 for this snapshot",
+        )
+    with open_hdf5(first, "group catalog chunk 0") as fh:
+        n_files = int(fh["Header"].attrs["NumFiles"])
+    paths = [Path(il.groupcat.gcPath(str(base_path), snapshot, k)) for k in range(n_files)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise SimBridgeInputError(
+            f"{len(missing)} of {n_files} group-catalog chunks are missing",
+            missing[0],
+            "download the complete group catalog of this snapshot",
+        )
+    return paths
+
+
+def _first_unreadable(paths: Sequence[Path], group: str, fields: Sequence[str]) -> None:
+    """Raise a SimBridgeInputError for the first file in which ``group/field`` cannot be read."""
+    for path in paths:
+        with open_hdf5(path) as fh:
+            if group not in fh:
+                continue
+            for field in fields:
+                if field not in fh[group]:
+                    if len(fh[group].keys()) == 0:
+                        continue  # an empty chunk holds no datasets
+                    raise SimBridgeInputError(
+                        f"{group} has no field {field}", path,
+                        "use an archive that provides this field (full TNG catalogs do)",
+                    )
+                try:
+                    fh[group][field][...]
+                except OSError as err:
+                    raise SimBridgeInputError(
+                        f"cannot read {group}/{field} ({err})", path, _REDOWNLOAD
+                    ) from None
+
+
+def read_subhalo_catalog(
+    base_path: str | Path, snapshot: int, fields: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Read subhalo fields with ``il.groupcat.loadSubhalos``; optional SubhaloFlag is tolerated.
+
+    Returns a dict of arrays (always a dict, even for one field) plus ``count``.
+    """
+    paths = group_catalog_paths(base_path, snapshot)
+    with open_hdf5(paths[0], "group catalog chunk 0") as fh:
+        n_total = int(fh["Header"].attrs["Nsubgroups_Total"])
+    fields = list(fields)
+    try:
+        result = il.groupcat.loadSubhalos(str(base_path), snapshot, fields=fields)
+    except (OSError, KeyError, Exception) as err:  # noqa: BLE001 - il raises bare Exception
+        _first_unreadable(paths, "Subhalo", fields)
+        raise SimBridgeInputError(
+            f"illustris_python could not read subhalo fields {fields}: {err}",
+            paths[0].parent,
+            _REDOWNLOAD,
+        ) from None
+    if not isinstance(result, dict):  # a single field comes back as a bare array
+        result = {fields[0]: result, "count": len(result)}
+    if result.get("count", 0) != n_total:
+        raise SimBridgeInputError(
+            f"read {result.get('count')} subhalos but the catalog header says {n_total}",
+            paths[0].parent,
+            _REDOWNLOAD,
+        )
+    return result
+
+
+def subhalo_has_field(base_path: str | Path, snapshot: int, field: str) -> bool:
+    """True if the subhalo catalog carries ``field`` (e.g. SubhaloFlag, absent in CAMELS)."""
+    for path in group_catalog_paths(base_path, snapshot):
+        with open_hdf5(path) as fh:
+            if "Subhalo" in fh and len(fh["Subhalo"].keys()) > 0:
+                return field in fh["Subhalo"]
+    return False
+
+
+def offsets_path(base_path: str | Path, snapshot: int) -> Path:
+    """Path of postprocessing/offsets/offsets_NNN.hdf5, as illustris_python resolves it."""
+    return Path(il.groupcat.offsetPath(str(base_path), snapshot))
+
+
+def read_subhalo_particle_offsets(base_path: str | Path, snapshot: int) -> np.ndarray:
+    """First global particle index of each subhalo by type, shape (Nsubhalos, 6), int64.
+
+    Uses the offsets file when present (TNG); otherwise derives it from FoF ordering (CAMELS
+    and other archives without one): groups in order, each group's subhalos in order, then
+    its inner fuzz.
+    """
+    path = offsets_path(base_path, snapshot)
+    if path.is_file():
+        with open_hdf5(path, "offsets file") as fh:
+            try:
+                return np.asarray(fh["Subhalo/SnapByType"][...], dtype=np.int64)
+            except (KeyError, OSError) as err:
+                raise SimBridgeInputError(
+                    f"offsets file lacks a readable Subhalo/SnapByType ({err})", path, _REDOWNLOAD
+                ) from None
+    subs = read_subhalo_catalog(base_path, snapshot, ["SubhaloLenType", "SubhaloGrNr"])
+    groups = il.groupcat.loadHalos(str(base_path), snapshot,
+                                   fields=["GroupLenType", "GroupFirstSub"])
+    return fof_order_subhalo_offsets(
+        groups["GroupLenType"], groups["GroupFirstSub"], subs["SubhaloLenType"],
+        subs["SubhaloGrNr"],
+    )
+
+
+def fof_order_subhalo_offsets(
+    group_len_type: np.ndarray,
+    group_first_sub: np.ndarray,
+    subhalo_len_type: np.ndarray,
+    subhalo_group: np.ndarray,
+) -> np.ndarray:
+    """Subhalo particle offsets (N,6) from FoF ordering of a Subfind catalog."""
+    group_len_type = np.asarray(group_len_type, dtype=np.int64)
+    sub_len = np.asarray(subhalo_len_type, dtype=np.int64)
+    group_offset = np.zeros_like(group_len_type)
+    group_offset[1:] = np.cumsum(group_len_type, axis=0)[:-1]
+    sub_cum = np.zeros_like(sub_len)
+    sub_cum[1:] = np.cumsum(sub_len, axis=0)[:-1]
+    grnr = np.asarray(subhalo_group, dtype=np.int64)
+    first = np.asarray(group_first_sub, dtype=np.int64)[grnr]
+    return group_offset[grnr] + sub_cum - sub_cum[first]
+
+
+def read_chunk_offsets(base_path: str | Path, header: SnapshotHeader) -> np.ndarray:
+    """First global index of each particle type in each snapshot chunk, shape (6, nchunks).
+
+    This is the ``snapOffsets`` array that ``il.snapshot.loadSubset`` expects in ``subset``.
+    Read from the chunk headers (NumPart_ThisFile) so that it holds for any archive.
+    """
+    counts = np.zeros((header.n_chunks, 6), dtype=np.int64)
+    for k, path in enumerate(snapshot_chunk_paths(base_path, header)):
+        with open_hdf5(path, f"snapshot {header.snapshot} chunk {k}") as fh:
+            counts[k] = fh["Header"].attrs["NumPart_ThisFile"]
+    if not np.array_equal(counts.sum(axis=0), header.num_part_total):
+        raise SimBridgeInputError(
+            "the chunks' NumPart_ThisFile do not add up to NumPart_Total "
+            f"({counts.sum(axis=0).tolist()} vs {header.num_part_total.tolist()})",
+            header.path.parent,
+            "the snapshot is incomplete or mixes chunks of different snapshots; re-download it",
+        )
+    offsets = np.zeros_like(counts)
+    offsets[1:] = np.cumsum(counts, axis=0)[:-1]
+    return offsets.T.copy()
+
+
+def load_star_range(
+    base_path: str | Path,
+    header: SnapshotHeader,
+    chunk_offsets: np.ndarray,
+    offset: int,
+    length: int,
+    fields: Sequence[str] = STAR_FIELDS,
+) -> dict[str, np.ndarray]:
+    """Read ``length`` PartType4 elements from global index ``offset`` with one loadSubset call.
+
+    Particles are stored in subhalo order, so a contiguous range serves a whole batch of
+    subhalos; ``loadSubset`` crosses chunk boundaries itself.
+    """
+    fields = list(fields)
+    if length == 0:
+        return {f: np.zeros(0) for f in fields}
+    offset_type = np.zeros(6, dtype=np.int64)
+    len_type = np.zeros(6, dtype=np.int64)
+    offset_type[STARS], len_type[STARS] = offset, length
+    subset = {"offsetType": offset_type, "lenType": len_type, "snapOffsets": chunk_offsets}
+    try:
+        data = il.snapshot.loadSubset(
+            str(base_path), header.snapshot, "stars", fields=fields, subset=subset, sq=False
+        )
+    except Exception as err:  # noqa: BLE001 - il raises bare Exception and h5py OSError
+        chunks = _chunks_spanning(chunk_offsets[STARS], offset, length)
+        _first_unreadable(
+            [snapshot_chunk_path(base_path, header.snapshot, k) for k in chunks],
+            "PartType4",
+            fields,
+        )
+        raise SimBridgeInputError(
+            f"illustris_python could not read PartType4 {fields} [{offset}:{offset + length}]: "
+            f"{err}",
+            header.path.parent,
+            _REDOWNLOAD,
+        ) from None
+    return {f: data[f] for f in fields}
+
+
+def _chunks_spanning(type_offsets: np.ndarray, offset: int, length: int) -> list[int]:
+    """Indices of the chunks that hold global elements [offset, offset + length)."""
+    starts = np.asarray(type_offsets)
+    first = int(np.searchsorted(starts, offset, side="right") - 1)
+    last = int(np.searchsorted(starts, offset + max(length, 1) - 1, side="right") - 1)
+    return list(range(max(first, 0), last + 1))
+
+
+def stellar_assembly_path(base_path: str | Path, snapshot: int) -> Path:
+    """postprocessing/StellarAssembly/stars_NNN.hdf5 beside the output/ directory."""
+    name = f"stars_{snapshot:03d}.hdf5"
+    return Path(base_path).parent / "postprocessing" / "StellarAssembly" / name
+
+
+def check_stellar_assembly(base_path: str | Path, header: SnapshotHeader) -> Path:
+    """Check the StellarAssembly file exists and has one entry per PartType4 element."""
+    path = stellar_assembly_path(base_path, header.snapshot)
+    if not path.is_file():
+        raise SimBridgeInputError(
+            f"StellarAssembly catalog of snapshot {header.snapshot} is missing",
+            path,
+            "download postprocessing/StellarAssembly/stars_NNN.hdf5 (Rodriguez-Gomez et al. "
+            "2016) for this snapshot and place it beside output/",
+        )
+    with open_hdf5(path, "StellarAssembly catalog") as fh:
+        if "InSitu" not in fh:
+            raise SimBridgeInputError("StellarAssembly catalog has no InSitu dataset", path,
+                                      _REDOWNLOAD)
+        n = fh["InSitu"].shape[0]
+    if n != header.num_part_total[STARS]:
+        raise SimBridgeInputError(
+            f"StellarAssembly has {n} entries but snapshot {header.snapshot} has "
+            f"{header.num_part_total[STARS]} PartType4 elements",
+            path,
+            "this file belongs to another snapshot or simulation; use stars_NNN.hdf5 of the "
+            "same run and snapshot",
+        )
+    return path
+
+
+def load_insitu_range(
+    path: Path, offset: int, length: int, particle_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """InSitu flags (1 in situ, 0 ex situ, -1 none) of PartType4 elements [offset, offset+length).
+
+    If ``particle_ids`` is given, the catalog's ParticleID column is checked against them.
+    """
+    with open_hdf5(path, "StellarAssembly catalog") as fh:
+        try:
+            insitu = np.asarray(fh["InSitu"][offset : offset + length], dtype=np.int8)
+            if particle_ids is not None and "ParticleID" in fh:
+                ids = fh["ParticleID"][offset : offset + length]
+                if not np.array_equal(ids, particle_ids):
+                    raise SimBridgeInputError(
+                        f"StellarAssembly ParticleID [{offset}:{offset + length}] does not "
+                        "match the snapshot's PartType4 ParticleIDs",
+                        path,
+                        "use the StellarAssembly file of the same run and snapshot",
+                    )
+        except OSError as err:
+            raise SimBridgeInputError(f"cannot read InSitu ({err})", path, _REDOWNLOAD) from None
+    return insitu

@@ -1,0 +1,93 @@
+"""Config validation (the schema the Snakefile uses) and env files agreeing with pyproject."""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simbridge.config import config_hash, load_config, validate_config
+from simbridge.errors import SimBridgeConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def demo_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_demo_config_validates_and_gets_defaults(demo_config):
+    cfg = validate_config(demo_config)
+    assert cfg["maps"]["npix"] == 128
+    assert cfg["tng"]["snapshots"] == [99, 91]
+    assert cfg["maps"]["min_particles_per_pixel"] >= 1  # filled by the schema default
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "named"),
+    [
+        ("maps", "npixx", 64, "npixx"),  # misspelt key
+        ("maps", "npix", "128", "npix"),  # wrong type
+        ("tng", "stellar_mass_min_msun", -1.0, "stellar_mass_min_msun"),
+        ("tng", "snapshots", [], "snapshots"),
+        (None, "sed", 1, "sed"),
+    ],
+)
+def test_bad_config_names_the_key(demo_config, section, key, value, named):
+    bad = copy.deepcopy(demo_config)
+    (bad[section] if section else bad)[key] = value
+    with pytest.raises(SimBridgeConfigError, match=named):
+        validate_config(bad)
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(SimBridgeConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("seed: [1,\n")
+    with pytest.raises(SimBridgeConfigError, match="not valid YAML"):
+        load_config(broken)
+
+
+def test_config_hash_ignores_key_order_but_not_values(demo_config):
+    reordered = dict(reversed(list(demo_config.items())))
+    assert config_hash(reordered) == config_hash(demo_config)
+    changed = copy.deepcopy(demo_config)
+    changed["maps"]["npix"] = 64
+    assert config_hash(changed) != config_hash(demo_config)
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!\[ ;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _spec(requirement: str) -> str:
+    """Requirement with extras dropped and spaces removed, e.g. 'snakemake>=9.27,<10'."""
+    return re.sub(r"\[.*?\]", "", requirement).replace(" ", "").lower().replace("_", "-")
+
+
+def test_envs_list_the_same_packages_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = project["dependencies"] + project["optional-dependencies"]["train"]
+    wanted = {_name(r): _spec(r) for r in runtime}
+    seen: dict[str, str] = {}
+    for env_file in sorted((ROOT / "envs").glob("*.yaml")):
+        deps = yaml.safe_load(env_file.read_text())["dependencies"]
+        flat = []
+        for dep in deps:
+            flat += dep["pip"] if isinstance(dep, dict) else [dep]
+        for dep in flat:
+            name = _name(dep)
+            if name in {"python", "pip", "-e"} or dep.startswith("-e"):
+                continue
+            assert name in wanted, f"{env_file.name} lists {name}, which pyproject.toml lacks"
+            assert _spec(dep) == wanted[name], (
+                f"{env_file.name} pins {dep}, pyproject.toml {wanted[name]}"
+            )
+            seen[name] = dep
+    assert set(seen) == set(wanted), f"not in any env: {set(wanted) - set(seen)}"
