@@ -17,9 +17,9 @@ import pytest
 from scipy import stats
 
 from simbridge.errors import SimBridgeConfigError
+from simbridge.sims.tng import fof_offsets
 from simbridge.sims.tng_demo import (
     DEFAULT_DEMO_PARAMS,
-    fof_offsets,
     generate_demo_universe,
     write_tng_snapshot,
 )

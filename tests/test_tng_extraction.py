@@ -142,9 +142,10 @@ def hand_made(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hand_made")
     base = tmp / "sim" / "output"
     rng = np.random.default_rng(42)
+    # Masses in Msun around the 1e10 cut: a wrong power of h moves one across it.
     galaxies = [make_galaxy(rng, 600, 40, 2.0e10),   # selected
-                make_galaxy(rng, 300, 10, 0.9e10),   # below the 1e10 cut in Msun, above in h units
-                make_galaxy(rng, 400, 20, 1.2e10)]   # selected, above the cut only once h is removed
+                make_galaxy(rng, 300, 10, 0.9e10),   # below the cut (above it if h applied twice)
+                make_galaxy(rng, 400, 20, 1.2e10)]   # selected (below the cut if h is forgotten)
     centres = [CENTRE, np.array([300.0, 300.0, 300.0]), np.array([600.0, 100.0, 900.0])]
     write_hand_made_universe(base, galaxies, centres)
     cfg = {**CONFIG, "tng": {**CONFIG["tng"], "stellar_mass_min_msun": 1.0e10}}

@@ -92,7 +92,7 @@ def test_demo_run_writes_maps_manifest_and_report(demo_run):
     assert (done["n_views"] == cfg["maps"]["n_views"]).all()
     assert done["n_views"].sum() == n
     skipped = manifest[manifest["status"] == "skipped"]
-    assert (skipped["reason"].str.len() > 0).all()
+    assert (skipped["reason"].astype(str).str.len() > 0).all()
     report = (demo_run / "results/report.html")
     assert report.stat().st_size > 10_000
     for fig in ("example_maps.png", "exsitu_fraction_vs_mass.png"):

@@ -11,7 +11,7 @@ Three steps, one workflow rule each:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,66 @@ def read_ranges(
     return [(s, e, np.asarray(m, dtype=np.int64)) for s, e, m in ranges]
 
 
+def iter_batch_particles(
+    base_path: str | Path,
+    header: tng.SnapshotHeader,
+    galaxies: pd.DataFrame,
+    max_read_gap_particles: int,
+) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]:
+    """Yield (row index, PartType4 fields, InSitu flags) for every galaxy of a batch.
+
+    Galaxies close in particle order share one contiguous ``loadSubset`` read (and one
+    StellarAssembly slice, checked against the snapshot's ParticleIDs) instead of one read each.
+    """
+    chunk_offsets = tng.read_chunk_offsets(base_path, header)
+    sa_path = tng.check_stellar_assembly(base_path, header)
+    offsets = galaxies["offset_part4"].to_numpy()
+    lengths = galaxies["n_part4"].to_numpy()
+    fields = [*tng.STAR_FIELDS, "ParticleIDs"]
+    for start, stop, members in read_ranges(offsets, lengths, max_read_gap_particles):
+        stars = tng.load_star_range(base_path, header, chunk_offsets, start, stop - start, fields)
+        insitu = tng.load_insitu_range(sa_path, start, stop - start, stars["ParticleIDs"])
+        for i in members:
+            sl = slice(int(offsets[i]) - start, int(offsets[i] + lengths[i]) - start)
+            yield int(i), {f: stars[f][sl] for f in tng.STAR_FIELDS}, insitu[sl]
+
+
+def map_batch(
+    base_path: str | Path,
+    header: tng.SnapshotHeader,
+    galaxies: pd.DataFrame,
+    config: dict[str, Any],
+    progress: bool = True,
+) -> tuple[dict[int, GalaxyResult], dict[int, str]]:
+    """Read and map every galaxy of a batch: results and skip reasons keyed by row index."""
+    maps_cfg = config["maps"]
+    results: dict[int, GalaxyResult] = {}
+    reasons: dict[int, str] = {}
+    particles = iter_batch_particles(base_path, header, galaxies,
+                                     config["tng"].get("max_read_gap_particles", 2_000_000))
+    desc = f"snapshot {header.snapshot:03d}: mapping galaxies"
+    for i, stars, insitu in tqdm(particles, total=len(galaxies), desc=desc, unit="galaxy",
+                                 disable=not progress, mininterval=2.0):
+        row = galaxies.iloc[i]
+        try:
+            results[i] = galaxy_maps_from_particles(
+                stars,
+                insitu,
+                header,
+                np.array([row.pos_x_ckpc_h, row.pos_y_ckpc_h, row.pos_z_ckpc_h]),
+                np.array([row.vel_x_kms, row.vel_y_kms, row.vel_z_kms]),
+                float(row.half_mass_radius_kpc),
+                galaxy_rotations(config["seed"], header.snapshot, int(row.subhalo_id),
+                                 maps_cfg["n_views"]),
+                maps_cfg,
+            )
+        except GalaxySkipped as skip:
+            reasons[i] = str(skip)
+            log.warning("snapshot %d subhalo %d skipped: %s", header.snapshot, row.subhalo_id,
+                        skip)
+    return results, reasons
+
+
 def extract_batch(
     base_path: str | Path,
     snapshot: int,
@@ -279,69 +339,37 @@ def extract_batch(
 
     Writes ``out_h5`` (per-sample maps) and ``out_csv`` (one row per galaxy, with skip reasons).
     """
-    maps_cfg, seed = config["maps"], config["seed"]
     header = tng.read_snapshot_header(base_path, snapshot)
     catalog = pd.read_csv(catalog_csv)
     galaxies = catalog[catalog["batch"] == batch].reset_index(drop=True)
-    chunk_offsets = tng.read_chunk_offsets(base_path, header)
     sa_path = tng.check_stellar_assembly(base_path, header)
-    npix, n_views = maps_cfg["npix"], maps_cfg["n_views"]
-
-    results: dict[int, GalaxyResult] = {}
-    reasons: dict[int, str] = {}
-    ranges = read_ranges(galaxies["offset_part4"].to_numpy(), galaxies["n_part4"].to_numpy(),
-                         config["tng"].get("max_read_gap_particles", 2_000_000))
-    bar = tqdm(total=len(galaxies), desc=f"snap {snapshot:03d} batch {batch}", unit="galaxy",
-               disable=not progress, mininterval=2.0)
-    for start, stop, members in ranges:
-        fields = [*tng.STAR_FIELDS, "ParticleIDs"]
-        stars = tng.load_star_range(base_path, header, chunk_offsets, start, stop - start, fields)
-        insitu = tng.load_insitu_range(sa_path, start, stop - start, stars["ParticleIDs"])
-        for i in members:
-            row = galaxies.iloc[i]
-            sl = slice(int(row.offset_part4) - start, int(row.offset_part4 + row.n_part4) - start)
-            try:
-                results[i] = galaxy_maps_from_particles(
-                    {f: stars[f][sl] for f in tng.STAR_FIELDS},
-                    insitu[sl],
-                    header,
-                    np.array([row.pos_x_ckpc_h, row.pos_y_ckpc_h, row.pos_z_ckpc_h]),
-                    np.array([row.vel_x_kms, row.vel_y_kms, row.vel_z_kms]),
-                    float(row.half_mass_radius_kpc),
-                    galaxy_rotations(seed, snapshot, int(row.subhalo_id), n_views),
-                    maps_cfg,
-                )
-            except GalaxySkipped as skip:
-                reasons[i] = str(skip)
-                log.warning("snapshot %d subhalo %d skipped: %s", snapshot, row.subhalo_id, skip)
-            bar.update(1)
-    bar.close()
+    npix = config["maps"]["npix"]
+    results, reasons = map_batch(base_path, header, galaxies, config, progress)
 
     rows = []
     sample = 0
     for i, row in galaxies.iterrows():
-        res = results.get(i)
+        res = results.get(int(i))
         rows.append({
             "simulation": config["tng"]["simulation_name"],
             "snapshot": int(snapshot),
             "redshift": header.redshift,
             "subhalo_id": int(row.subhalo_id),
-            "status": "extracted" if res else "skipped",
-            "reason": reasons.get(i, ""),
+            "status": "skipped" if res is None else "extracted",
+            "reason": reasons.get(int(i), ""),
             "stellar_mass_msun": row.stellar_mass_msun,
             "half_mass_radius_kpc": row.half_mass_radius_kpc,
-            "exsitu_fraction_global": res.exsitu_fraction_global if res else np.nan,
-            "n_star_particles": res.n_star_particles if res else -1,
-            "n_wind_particles": res.n_wind_particles if res else -1,
-            "n_views": len(res.rotations) if res else 0,
-            "first_sample": sample if res else -1,
+            "exsitu_fraction_global": np.nan if res is None else res.exsitu_fraction_global,
+            "n_star_particles": -1 if res is None else res.n_star_particles,
+            "n_wind_particles": -1 if res is None else res.n_wind_particles,
+            "n_views": 0 if res is None else len(res.rotations),
+            "first_sample": -1 if res is None else sample,
             "batch": int(batch),
         })
-        if res:
+        if res is not None:
             sample += len(res.rotations)
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
-    ordered = [results[i] for i in range(len(galaxies)) if i in results]
     with atomic_output(out_h5) as tmp, h5py.File(tmp, "w") as h5:
         _create_sample_datasets(h5, sample, npix)
         k = 0
@@ -367,8 +395,8 @@ def extract_batch(
             for name, value in per_sample.items():
                 h5[name][sl] = value
             k += n
-        h5.attrs["n_galaxies"] = len(ordered)
-        write_provenance(h5, config, seed, _input_files(base_path, header, sa_path))
+        h5.attrs["n_galaxies"] = len(results)
+        write_provenance(h5, config, config["seed"], _input_files(base_path, header, sa_path))
     with atomic_output(out_csv) as tmp:
         manifest.to_csv(tmp, index=False)
     return manifest

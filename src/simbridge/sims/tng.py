@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import illustris_python as il
 import numpy as np
+from numpy.typing import NDArray
 
 from simbridge.errors import SimBridgeInputError
 
@@ -96,8 +97,15 @@ def available_snapshots(base_path: str | Path) -> list[int]:
 
 
 def snapshot_chunk_path(base_path: str | Path, snapshot: int, chunk: int = 0) -> Path:
-    """Path of one snapshot chunk, as illustris_python resolves it."""
-    return Path(il.snapshot.snapPath(str(base_path), snapshot, chunk))
+    """Path of one snapshot chunk, as illustris_python resolves it.
+
+    When neither naming exists, the TNG name (snap_NNN.K.hdf5) is returned for error messages
+    rather than illustris_python's fallback (snapshot_NNN.K.hdf5).
+    """
+    path = Path(il.snapshot.snapPath(str(base_path), snapshot, chunk))
+    if not path.is_file() and path.name.startswith("snapshot_"):
+        return path.with_name(path.name.replace("snapshot_", "snap_", 1))
+    return path
 
 
 def read_snapshot_header(base_path: str | Path, snapshot: int) -> SnapshotHeader:
@@ -146,13 +154,16 @@ def read_snapshot_header(base_path: str | Path, snapshot: int) -> SnapshotHeader
 def snapshot_chunk_paths(base_path: str | Path, header: SnapshotHeader) -> list[Path]:
     """All chunk paths of a snapshot; raises if any is missing."""
     paths = [snapshot_chunk_path(base_path, header.snapshot, k) for k in range(header.n_chunks)]
+    return _require_all(paths, f"chunks of snapshot {header.snapshot}",
+                        "download the complete snapshot (all snap_NNN.*.hdf5 chunks)")
+
+
+def _require_all(paths: list[Path], what: str, fix: str) -> list[Path]:
+    """Return ``paths`` if every file exists, else raise naming the first missing one."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise SimBridgeInputError(
-            f"{len(missing)} of {len(paths)} chunks of snapshot {header.snapshot} are missing",
-            missing[0],
-            "download the complete snapshot (all snap_NNN.*.hdf5 chunks)",
-        )
+        raise SimBridgeInputError(f"{len(missing)} of {len(paths)} {what} are missing",
+                                  missing[0], fix)
     return paths
 
 
@@ -168,14 +179,8 @@ def group_catalog_paths(base_path: str | Path, snapshot: int) -> list[Path]:
     with open_hdf5(first, "group catalog chunk 0") as fh:
         n_files = int(fh["Header"].attrs["NumFiles"])
     paths = [Path(il.groupcat.gcPath(str(base_path), snapshot, k)) for k in range(n_files)]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise SimBridgeInputError(
-            f"{len(missing)} of {n_files} group-catalog chunks are missing",
-            missing[0],
-            "download the complete group catalog of this snapshot",
-        )
-    return paths
+    return _require_all(paths, "group-catalog chunks",
+                        "download the complete group catalog of this snapshot")
 
 
 def _first_unreadable(paths: Sequence[Path], group: str, fields: Sequence[str]) -> None:
@@ -261,31 +266,30 @@ def read_subhalo_particle_offsets(base_path: str | Path, snapshot: int) -> np.nd
                 raise SimBridgeInputError(
                     f"offsets file lacks a readable Subhalo/SnapByType ({err})", path, _REDOWNLOAD
                 ) from None
-    subs = read_subhalo_catalog(base_path, snapshot, ["SubhaloLenType", "SubhaloGrNr"])
-    groups = il.groupcat.loadHalos(str(base_path), snapshot,
-                                   fields=["GroupLenType", "GroupFirstSub"])
-    return fof_order_subhalo_offsets(
-        groups["GroupLenType"], groups["GroupFirstSub"], subs["SubhaloLenType"],
-        subs["SubhaloGrNr"],
-    )
+    subs = read_subhalo_catalog(base_path, snapshot, ["SubhaloLenType"])
+    groups = il.groupcat.loadHalos(str(base_path), snapshot, fields=["GroupLenType", "GroupNsubs"])
+    return fof_offsets(groups["GroupLenType"], groups["GroupNsubs"], subs["SubhaloLenType"])[1]
 
 
-def fof_order_subhalo_offsets(
-    group_len_type: np.ndarray,
-    group_first_sub: np.ndarray,
-    subhalo_len_type: np.ndarray,
-    subhalo_group: np.ndarray,
-) -> np.ndarray:
-    """Subhalo particle offsets (N,6) from FoF ordering of a Subfind catalog."""
-    group_len_type = np.asarray(group_len_type, dtype=np.int64)
-    sub_len = np.asarray(subhalo_len_type, dtype=np.int64)
-    group_offset = np.zeros_like(group_len_type)
-    group_offset[1:] = np.cumsum(group_len_type, axis=0)[:-1]
-    sub_cum = np.zeros_like(sub_len)
-    sub_cum[1:] = np.cumsum(sub_len, axis=0)[:-1]
-    grnr = np.asarray(subhalo_group, dtype=np.int64)
-    first = np.asarray(group_first_sub, dtype=np.int64)[grnr]
-    return group_offset[grnr] + sub_cum - sub_cum[first]
+def fof_offsets(
+    group_len_type: NDArray, group_nsubs: NDArray, subhalo_len_type: NDArray
+) -> tuple[NDArray, NDArray]:
+    """Global particle offsets (int64, (N,6)) of groups and subhalos stored in FoF order.
+
+    Each group holds its subhalos in order and then its inner fuzz; a subhalo starts at its
+    group's offset plus the summed lengths of the earlier subhalos of the same group.
+    """
+    glt = np.asarray(group_len_type, dtype=np.int64).reshape(-1, 6)
+    slt = np.asarray(subhalo_len_type, dtype=np.int64).reshape(-1, 6)
+    nsubs = np.asarray(group_nsubs, dtype=np.int64)
+    group_off = np.zeros_like(glt)
+    group_off[1:] = np.cumsum(glt, axis=0)[:-1]
+    grnr = np.repeat(np.arange(len(glt)), nsubs)
+    sub_cum = np.zeros_like(slt)
+    sub_cum[1:] = np.cumsum(slt, axis=0)[:-1]
+    first_sub = np.concatenate([[0], np.cumsum(nsubs)[:-1]]).astype(np.int64)
+    sub_off = group_off[grnr] + sub_cum - sub_cum[first_sub[grnr]] if len(slt) else sub_cum
+    return group_off, sub_off
 
 
 def read_chunk_offsets(base_path: str | Path, header: SnapshotHeader) -> np.ndarray:

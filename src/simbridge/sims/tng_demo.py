@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from simbridge.errors import SimBridgeConfigError
+from simbridge.sims.tng import fof_offsets
 from simbridge.units import cosmic_time_gyr, msun_to_code_mass, periodic_offset
 
 # ----------------------------------------------------------------------------------------------
@@ -123,27 +124,6 @@ _ML_METAL = np.array([0.35, 0.30, 0.25, 0.02, 0.30, 0.20, 0.15, 0.10])
 # ----------------------------------------------------------------------------------------------
 # Low-level writer
 # ----------------------------------------------------------------------------------------------
-
-
-def fof_offsets(
-    group_len_type: NDArray, group_nsubs: NDArray, subhalo_len_type: NDArray
-) -> tuple[NDArray, NDArray]:
-    """Global particle offsets (int64, (N,6)) of groups and subhalos stored in FoF order.
-
-    Each group holds its subhalos in order and then its inner fuzz; a subhalo starts at its
-    group's offset plus the summed lengths of the earlier subhalos of the same group.
-    """
-    glt = np.asarray(group_len_type, dtype=np.int64).reshape(-1, 6)
-    slt = np.asarray(subhalo_len_type, dtype=np.int64).reshape(-1, 6)
-    nsubs = np.asarray(group_nsubs, dtype=np.int64)
-    group_off = np.zeros_like(glt)
-    group_off[1:] = np.cumsum(glt, axis=0)[:-1]
-    grnr = np.repeat(np.arange(len(glt)), nsubs)
-    sub_cum = np.zeros_like(slt)
-    sub_cum[1:] = np.cumsum(slt, axis=0)[:-1]
-    first_sub = np.concatenate([[0], np.cumsum(nsubs)[:-1]]).astype(np.int64)
-    sub_off = group_off[grnr] + sub_cum - sub_cum[first_sub[grnr]] if len(slt) else sub_cum
-    return group_off, sub_off
 
 
 def write_tng_snapshot(

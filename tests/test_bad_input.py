@@ -1,0 +1,235 @@
+"""Bad input gets a clear error naming the file and the fix, or a recorded skip per galaxy."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from simbridge.config import validate_config
+from simbridge.errors import SimBridgeInputError
+from simbridge.extract.tng_maps import extract_batch, write_galaxy_catalog
+from simbridge.sims.tng_demo import generate_demo_universe
+from tests.conftest import ROOT, small_config
+
+
+@pytest.fixture(scope="module")
+def pristine_universe(tmp_path_factory) -> Path:
+    sim = tmp_path_factory.mktemp("pristine") / "TNG-demo"
+    cfg = small_config()
+    cfg["demo_universe"]["n_galaxies"] = 8
+    generate_demo_universe(sim, cfg["demo_universe"], cfg["seed"])
+    return sim
+
+
+@pytest.fixture()
+def sim(pristine_universe, tmp_path) -> Path:
+    """A private copy of the small demo universe that a test may damage."""
+    copy = tmp_path / "TNG-demo"
+    shutil.copytree(pristine_universe, copy)
+    return copy
+
+
+@pytest.fixture()
+def config() -> dict:
+    cfg = validate_config(small_config())
+    cfg["tng"]["n_batches"] = 1
+    return cfg
+
+
+def run_extraction(sim: Path, config: dict, tmp_path: Path, snapshot: int = 99) -> pd.DataFrame:
+    base = sim / "output"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    write_galaxy_catalog(base, snapshot, config["tng"], tmp_path / "catalog.csv")
+    return extract_batch(base, snapshot, tmp_path / "catalog.csv", 0, config,
+                         tmp_path / "maps.h5", tmp_path / "galaxies.csv", progress=False)
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def expect_error(match_file: Path | str, *phrases: str):
+    """Context manager: a SimBridgeInputError whose message names the file and the phrases."""
+    class _Check:
+        def __enter__(self):
+            self.ctx = pytest.raises(SimBridgeInputError)
+            self.info = self.ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            handled = self.ctx.__exit__(*exc)
+            message = str(self.info.value)
+            assert str(match_file) in message, message
+            assert "fix:" in message, message
+            for phrase in phrases:
+                assert phrase in message, message
+            return handled
+    return _Check()
+
+
+def test_missing_base_path(tmp_path, config):
+    missing = tmp_path / "nowhere" / "output"
+    with expect_error(missing, "tng.base_path"):
+        write_galaxy_catalog(missing, 99, config["tng"], tmp_path / "c.csv")
+
+
+def test_base_path_that_is_not_a_tng_output(tmp_path, config):
+    with expect_error(tmp_path, "snapdir_NNN"):
+        write_galaxy_catalog(tmp_path, 99, config["tng"], tmp_path / "c.csv")
+
+
+def test_missing_snapshot_lists_the_present_ones(sim, config, tmp_path):
+    with expect_error(sim / "output" / "snapdir_050", "snapshot 50 not found", "[91, 99]"):
+        write_galaxy_catalog(sim / "output", 50, config["tng"], tmp_path / "c.csv")
+
+
+def test_missing_snapshot_chunk(sim, config, tmp_path):
+    chunk = sim / "output" / "snapdir_099" / "snap_099.1.hdf5"
+    chunk.unlink()
+    with expect_error(chunk, "chunks of snapshot 99 are missing"):
+        run_extraction(sim, config, tmp_path)
+
+
+def test_missing_stellar_assembly(sim, config, tmp_path):
+    path = sim / "postprocessing" / "StellarAssembly" / "stars_099.hdf5"
+    path.unlink()
+    with expect_error(path, "StellarAssembly", "Rodriguez-Gomez"):
+        run_extraction(sim, config, tmp_path)
+    assert not (tmp_path / "maps.h5").exists()
+
+
+def test_stellar_assembly_of_another_snapshot(sim, config, tmp_path):
+    sa = sim / "postprocessing" / "StellarAssembly"
+    shutil.copy(sa / "stars_091.hdf5", sa / "stars_099.hdf5")
+    with expect_error(sa / "stars_099.hdf5", "another snapshot"):
+        run_extraction(sim, config, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "output/snapdir_099/snap_099.1.hdf5",
+        "output/snapdir_099/snap_099.0.hdf5",
+        "output/groups_099/fof_subhalo_tab_099.1.hdf5",
+        "postprocessing/StellarAssembly/stars_099.hdf5",
+        "postprocessing/offsets/offsets_099.hdf5",
+    ],
+)
+def test_truncated_hdf5_names_the_file(sim, config, tmp_path, relative):
+    truncate(sim / relative)
+    with expect_error(sim / relative, "re-download"):
+        run_extraction(sim, config, tmp_path)
+    assert not list(tmp_path.glob("maps.h5*"))
+
+
+def test_cutout_header_without_numpart_total(sim, config, tmp_path):
+    chunk0 = sim / "output" / "snapdir_099" / "snap_099.0.hdf5"
+    with h5py.File(chunk0, "a") as fh:
+        del fh["Header"].attrs["NumPart_Total"]
+    with expect_error(chunk0, "NumPart_Total"):
+        run_extraction(sim, config, tmp_path)
+
+
+def _subhalo_star_range(sim: Path, subhalo: int) -> tuple[int, int]:
+    with h5py.File(sim / "postprocessing/offsets/offsets_099.hdf5") as fh:
+        start = int(fh["Subhalo/SnapByType"][subhalo, 4])
+    import illustris_python as il
+
+    length = int(il.groupcat.loadSingle(str(sim / "output"), 99, subhaloID=subhalo)
+                 ["SubhaloLenType"][4])
+    return start, length
+
+
+def _write_star_field(sim: Path, global_index: int, field: str, value: float) -> None:
+    """Overwrite one PartType4 value in whichever chunk holds that global index."""
+    first = 0
+    for chunk in sorted((sim / "output/snapdir_099").glob("snap_099.*.hdf5"),
+                        key=lambda p: int(p.name.split(".")[1])):
+        with h5py.File(chunk, "a") as fh:
+            n = int(fh["Header"].attrs["NumPart_ThisFile"][4])
+            if first <= global_index < first + n:
+                data = fh[f"PartType4/{field}"]
+                row = data[global_index - first]
+                row[...] = value
+                data[global_index - first] = row
+                return
+            first += n
+    raise AssertionError("index not found")
+
+
+def test_nan_in_one_galaxy_is_a_recorded_skip(sim, config, tmp_path):
+    start, length = _subhalo_star_range(sim, 0)
+    with h5py.File(sim / "postprocessing/StellarAssembly/stars_099.hdf5") as fh:
+        is_star = fh["InSitu"][start:start + length] >= 0  # wind cells are -1
+    _write_star_field(sim, start + int(np.flatnonzero(is_star)[length // 4]), "Coordinates",
+                      np.nan)
+    manifest = run_extraction(sim, config, tmp_path).set_index("subhalo_id")
+    assert manifest.loc[0, "status"] == "skipped"
+    assert "non-finite values in PartType4/Coordinates" in manifest.loc[0, "reason"]
+    others = manifest.drop(index=0)
+    assert (others["status"] == "extracted").all()
+    with h5py.File(tmp_path / "maps.h5") as h5:
+        assert 0 not in set(h5["subhalo_id"][...].tolist())
+        assert np.isfinite(h5["conditions"][...]).all()
+
+
+def test_nan_in_the_catalog_is_a_recorded_skip(sim, config, tmp_path):
+    chunk0 = sim / "output/groups_099/fof_subhalo_tab_099.0.hdf5"
+    with h5py.File(chunk0, "a") as fh:
+        pos = fh["Subhalo/SubhaloPos"][...]
+        pos[0, 1] = np.nan
+        fh["Subhalo/SubhaloPos"][...] = pos
+    catalog = write_galaxy_catalog(sim / "output", 99, config["tng"], tmp_path / "c.csv")
+    row = catalog.set_index("subhalo_id").loc[0]
+    assert row["status"] == "skipped" and "non-finite SubhaloPos" in row["reason"]
+    assert row["batch"] == -1
+
+
+def test_galaxy_with_too_few_particles_is_a_recorded_skip(sim, config, tmp_path):
+    sizes = write_galaxy_catalog(sim / "output", 99, config["tng"], tmp_path / "c.csv")["n_part4"]
+    config["maps"]["min_star_particles"] = int(np.median(sizes))
+    manifest = run_extraction(sim, config, tmp_path)
+    skipped = manifest[manifest["status"] == "skipped"]
+    assert 0 < len(skipped) < len(manifest)
+    assert skipped["reason"].str.contains("star particles (wind excluded) < "
+                                          "maps.min_star_particles", regex=False).all()
+
+
+def test_workflow_prints_the_clean_error(tmp_path):
+    cfg = small_config()
+    cfg["tng"]["base_path"] = str(tmp_path / "no_such_sim" / "output")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
+         "--cores", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "SimBridge error: TNG base path does not exist" in proc.stderr + proc.stdout
+    logs = list((tmp_path / "results/logs/select_galaxies").glob("snap_*.log"))
+    assert logs
+    log = logs[0].read_text()
+    assert "SimBridge error: TNG base path does not exist" in log
+    assert "tng.base_path" in log and "Traceback" not in log
+
+
+def test_archive_without_offsets_files_reads_through_fof_order(sim, config, tmp_path):
+    """CAMELS-like archives have no offsets file: FoF ordering gives the same maps."""
+    with_offsets = run_extraction(sim, config, tmp_path / "a")
+    with h5py.File(tmp_path / "a" / "maps.h5") as h5:
+        reference = h5["conditions"][...]
+    (sim / "postprocessing/offsets/offsets_099.hdf5").unlink()
+    without = run_extraction(sim, config, tmp_path / "b")
+    pd.testing.assert_frame_equal(with_offsets, without)
+    with h5py.File(tmp_path / "b" / "maps.h5") as h5:
+        np.testing.assert_array_equal(h5["conditions"][...], reference)
