@@ -75,10 +75,10 @@ def test_constants_describe_every_map():
     assert set(MAP_UNITS) == {*MAP_CHANNELS, "exsitu_fraction", "particle_count"}
 
 
-@pytest.mark.parametrize("chunk", [None, 37])
-def test_every_channel_matches_brute_force_loop(monkeypatch, chunk):
-    if chunk is not None:  # many chunks, the last one partial
-        monkeypatch.setattr(maps, "_CHUNK_PARTICLES", chunk)
+@pytest.mark.parametrize("shift_particles", [None, 37, 1])
+def test_every_channel_matches_brute_force_loop(monkeypatch, shift_particles):
+    if shift_particles is not None:  # velocity shift from a few particles, not all 500
+        monkeypatch.setattr(maps, "_SHIFT_PARTICLES", shift_particles)
     rng = np.random.default_rng(3)
     gal = random_galaxy(rng, 500)
     rotation = random_rotation(rng)
@@ -215,8 +215,12 @@ def test_disk_face_on_has_no_mean_velocity_and_edge_on_shows_rotation():
     assert np.all(right < -50.0) and np.all(left > 50.0)
 
 
+@pytest.mark.parametrize("shift_particles", [None, 1])
 @pytest.mark.parametrize("offset_in_sigmas", [1e5, 1e7])
-def test_dispersion_is_exact_with_large_systemic_offset(offset_in_sigmas):
+def test_dispersion_is_exact_with_large_systemic_offset(monkeypatch, offset_in_sigmas,
+                                                        shift_particles):
+    if shift_particles is not None:  # the velocity shift from one particle serves as well
+        monkeypatch.setattr(maps, "_SHIFT_PARTICLES", shift_particles)
     rng = np.random.default_rng(8)
     n, sigma = 4_000, 1.5
     gal = random_galaxy(rng, n)
@@ -259,6 +263,100 @@ def test_empty_input_gives_empty_maps():
     empty = {k: v[:0] for k, v in one_particle_galaxy((0, 0, 0)).items()}
     got = project(empty, np.eye(3), 4, 1.0)
     assert not got.conditions.any() and not got.particle_count.any() and not got.galaxy_mask.any()
+
+
+def test_maps_are_deterministic():
+    rng = np.random.default_rng(17)
+    gal = random_galaxy(rng, 20_000)
+    rotation = random_rotation(rng)
+    first, again = project(gal, rotation, 32, 8.0), project(gal, rotation, 32, 8.0)
+    for name in ("conditions", "exsitu_fraction", "particle_count", "galaxy_mask"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(again, name), err_msg=name)
+
+
+def _variants(gal: dict) -> dict[str, dict]:
+    """The same galaxy in other dtypes, memory layouts, byte orders and write flags."""
+    as32 = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in gal.items()}
+    wide = np.zeros((len(gal["mass_msun"]), 7))
+    wide[:, 1:4] = gal["pos_kpc"]
+    strided = {**gal, "pos_kpc": wide[:, 1:4], "vel_kms": np.asfortranarray(gal["vel_kms"]),
+               "mass_msun": np.repeat(gal["mass_msun"], 2)[::2]}
+    readonly = {k: v.copy() for k, v in gal.items()}
+    for v in readonly.values():
+        v.flags.writeable = False
+    swapped = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in gal.items()}
+    flags = {**gal, "insitu": gal["insitu"].astype(np.int64)}
+    return {"float32": as32, "strided": strided, "readonly": readonly,
+            "big-endian": swapped, "int64 flags": flags}
+
+
+def test_maps_do_not_depend_on_dtype_layout_or_byte_order():
+    rng = np.random.default_rng(18)
+    gal = random_galaxy(rng, 3_000)
+    gal["insitu"][:] = rng.integers(0, 2, 3_000)  # also valid as uint8 / bool flags
+    rotation = random_rotation(rng)
+    for label, variant in _variants(gal).items():
+        # float32 values are exact in float64: the maps must be identical to those of the copy
+        reference = {k: v.astype(v.dtype.newbyteorder("=")) for k, v in variant.items()}
+        reference = {k: v.astype(np.float64) if v.dtype.kind == "f" else v
+                     for k, v in reference.items()}
+        want = project(reference, rotation, 16, 8.0)
+        got = project(variant, rotation, 16, 8.0)
+        np.testing.assert_array_equal(got.conditions, want.conditions, err_msg=label)
+        np.testing.assert_array_equal(got.exsitu_fraction, want.exsitu_fraction, err_msg=label)
+        np.testing.assert_array_equal(got.particle_count, want.particle_count, err_msg=label)
+    base = project(gal, rotation, 16, 8.0)
+    for flags in (gal["insitu"].astype(np.uint8), gal["insitu"].astype(bool)):
+        other = project({**gal, "insitu": flags}, rotation, 16, 8.0)
+        np.testing.assert_array_equal(other.exsitu_fraction, base.exsitu_fraction)
+    integers = {**gal, "mass_msun": np.rint(gal["mass_msun"]).astype(np.int64),
+                "age_gyr": gal["age_gyr"].astype(np.float16)}
+    want = project({**integers, "mass_msun": integers["mass_msun"].astype(np.float64),
+                    "age_gyr": integers["age_gyr"].astype(np.float64)}, rotation, 16, 8.0)
+    np.testing.assert_array_equal(project(integers, rotation, 16, 8.0).conditions,
+                                  want.conditions)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda g: g["vel_kms"].__setitem__((0, 1), np.nan), "vel_kms must be finite"),
+        (lambda g: g["mass_msun"].__setitem__(0, -1.0), "mass_msun must be non-negative"),
+        (lambda g: g["mass_msun"].__setitem__(0, np.inf), "mass_msun must be finite"),
+        (lambda g: g["metallicity"].__setitem__(0, -np.inf), "metallicity must be finite"),
+    ],
+)
+def test_bad_values_of_particles_outside_the_field_raise(change, message):
+    gal = random_galaxy(np.random.default_rng(19), 50)
+    gal["pos_kpc"][0] = (100.0, 0.0, 0.0)  # far outside the field
+    change(gal)
+    with pytest.raises(ValueError, match=message):
+        project(gal, np.eye(3), 8, 5.0)
+
+
+def test_overflowing_projection_raises_and_huge_positions_are_dropped():
+    gal = random_galaxy(np.random.default_rng(20), 50)
+    turned = np.array([[0.6, 0.8, 0.0], [-0.8, 0.6, 0.0], [0.0, 0.0, 1.0]])
+    base = project(gal, turned, 100, 1.0)
+    huge = {k: v.copy() for k, v in gal.items()}
+    huge["pos_kpc"][0] = (1e308, 0.0, 0.0)  # image coordinates +inf, -inf: outside, dropped
+    dropped = {k: v[1:] for k, v in gal.items()}
+    got = project(huge, turned, 100, 1.0)
+    np.testing.assert_array_equal(got.particle_count, project(dropped, turned, 100, 1.0)
+                                  .particle_count)
+    assert got.particle_count.sum() <= base.particle_count.sum()
+    huge["pos_kpc"][0] = (1e308, 1e308, 0.0)  # image y = -inf + inf: NaN
+    with pytest.raises(ValueError, match="too large to project"):
+        project(huge, turned, 100, 1.0)
+
+
+def test_overflowing_sums_raise():
+    gal = one_particle_galaxy((0.1, 0.1, 0.0))
+    gal = {k: np.concatenate([v, v]) for k, v in gal.items()}
+    gal["mass_msun"][:] = 1e300
+    gal["vel_kms"][:, 2] = (-1e10, 1e10)  # m (v - <v>)^2 = 1e320
+    with pytest.raises(ValueError, match="map sums overflow"):
+        project(gal, np.eye(3), 4, 1.0)
 
 
 def pairwise_min_angle(directions: np.ndarray) -> float:

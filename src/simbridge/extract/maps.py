@@ -4,17 +4,23 @@
 condition maps of :data:`MAP_CHANNELS` plus the ex-situ mass fraction map (the target), in one
 pass over the particles. :func:`line_of_sight_rotations` gives the rotations of the views.
 
-How the one pass works: the flat pixel index of every particle is computed once, and every sum
-a map needs is accumulated with ``np.add.at`` into small per-pixel arrays (count and mass per
-pixel and in-situ flag; mass-weighted velocity, velocity squared, age and metallicity per
-pixel). Particles are processed in chunks small enough for the temporaries to stay in cache.
-benchmarks/bench_maps.py compares this with scipy.stats.binned_statistic_2d.
+How the one pass works: a numba kernel (:func:`_accumulate`) loops once over the particles
+(after a short loop over the first ones for the velocity shift), projects each with the
+rotation, finds its pixel and adds its count and masses (by in-situ flag) and its mass-weighted
+velocity, velocity squared, age and metallicity to that pixel's row of sums (one 64-byte row of
+float64 per pixel, so one particle touches one row). A second small kernel (:func:`_finalise`)
+turns the sums of the filled pixels into the float32 maps. Both are compiled on the first call
+and cached on disk (``cache=True``); they release the GIL and run on one core (extraction jobs
+run one per core). benchmarks/bench_maps.py compares this with
+scipy.stats.binned_statistic_2d.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial.transform import Rotation
@@ -38,10 +44,19 @@ MAP_UNITS: dict[str, str] = {
     "particle_count": "count",
 }
 
-#: Particles per chunk: a chunk's temporaries (~2 MB) stay in cache; 16k-64k timed alike.
-_CHUNK_PARTICLES = 32_768
+#: Velocities are shifted by the mass-weighted mean line-of-sight velocity of the first this
+#: many particles before the moments are summed (see :func:`_accumulate`).
+_SHIFT_PARTICLES = 32_768
 #: Tolerance on R R^T = I for a rotation matrix (float32-stored rotations pass).
 _ROTATION_ATOL = 1e-6
+
+# Columns of the per-pixel sums: count, mass in situ / ex situ / unknown flag (column 2 - flag),
+# sum m (v - v_shift), sum m (v - v_shift)^2, sum m age, sum m Z.
+_N_SUMS = 8
+# Status bits of the kernels: something for _raise_for_bad_input to name.
+_BAD_VALUE = 1  # a non-finite input value or a negative mass
+_NAN_COORDINATE = 2  # an image coordinate is NaN: the projection of finite values overflowed
+_SUMS_OVERFLOW = 4  # a per-pixel sum is not finite
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,7 @@ def project_galaxy_maps(
     if isinstance(npix, bool) or not isinstance(npix, int | np.integer) or npix < 1:
         raise ValueError(f"npix must be a positive integer, got {npix!r}")
     half_width = float(half_width_kpc)
-    if not (np.isfinite(half_width) and half_width > 0):
+    if not (math.isfinite(half_width) and half_width > 0):
         raise ValueError(f"half_width_kpc must be positive and finite, got {half_width_kpc!r}")
     if (
         isinstance(min_particles_per_pixel, bool)
@@ -100,109 +115,125 @@ def project_galaxy_maps(
             f"min_particles_per_pixel must be a positive integer, got {min_particles_per_pixel!r}"
         )
     npix = int(npix)
-    n_particles = mass.shape[0]
     pixel_size = 2.0 * half_width / npix
-    if not (0.0 < pixel_size**2 < np.inf and np.isfinite(npix / pixel_size)):
+    if not (0.0 < pixel_size**2 < math.inf and math.isfinite(npix / pixel_size)):
         raise ValueError(f"half_width_kpc={half_width!r} with npix={npix} gives no usable pixel")
 
-    # A one-pixel guard ring collects the particles outside the field, so that no particle is
-    # masked out; clipping image coordinates into the ring keeps every index in range.
-    side = npix + 2
-    n_bins = side * side
+    # Image coordinates in pixel units with the field's lower edge at 1: the kernel keeps
+    # 1 <= coordinate < npix + 1 and truncates, so coordinates just below the edge (which would
+    # truncate towards zero into pixel 0 with the edge at 0) stay out.
     inv_pixel = npix / (2.0 * half_width)
-    offset = half_width * inv_pixel + 1.0  # pixel coordinate of the field's lower edge is 1
-    x_axis = np.ascontiguousarray(rot[0] * inv_pixel)
-    y_axis = np.ascontiguousarray(rot[1] * inv_pixel)
-    los_axis = np.ascontiguousarray(rot[2])
-
-    # Count and mass per (pixel, flag) at index 3 * pixel + 1 - flag: in situ, ex situ, unknown.
-    count_by_flag = np.zeros(3 * n_bins, dtype=np.int64)
-    mass_by_flag = np.zeros(3 * n_bins)
-    # Per pixel: sum m (v - v_shift), sum m (v - v_shift)^2, sum m age, sum m Z.
-    moments = np.zeros((4, n_bins))
-    v_shift = 0.0
-    min_mass = np.inf
-    for start in range(0, n_particles, _CHUNK_PARTICLES):
-        stop = min(start + _CHUNK_PARTICLES, n_particles)
-        p, v = pos[start:stop], vel[start:stop]
-        m = np.asarray(mass[start:stop], dtype=np.float64)
-        if not np.isfinite(p).all():
-            _raise_first_nonfinite("pos_kpc", pos)
-        if not np.isfinite(v).all():
-            _raise_first_nonfinite("vel_kms", vel)
-        min_mass = min(min_mass, float(m.min()))
-
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
-            pix_x = p @ x_axis
-            pix_x += offset
-            np.clip(pix_x, 0.0, side - 1.0, out=pix_x)
-            pix_y = p @ y_axis
-            pix_y += offset
-            np.clip(pix_y, 0.0, side - 1.0, out=pix_y)
-            pixel = pix_y.astype(np.intp)
-            pixel *= side
-            pixel += pix_x.astype(np.intp)
-        pixel_flag = pixel * 3
-        pixel_flag += 1 - flags[start:stop]
-        # ufunc.at has a fast path since NumPy 1.25; on cache-sized chunks it beat bincount
-        # (which allocates a fresh output per call) and a sparse matrix product when measured.
-        try:
-            np.add.at(count_by_flag, pixel_flag, 1)
-        except IndexError:  # only NaN image coordinates, from overflowing products, get here
-            raise ValueError("pos_kpc holds values too large to project (overflow)") from None
-        np.add.at(mass_by_flag, pixel_flag, m)
-
-        dv = v @ los_axis
-        if start == 0:
-            # Shifting by the first chunk's mean velocity keeps <v^2> - <v>^2 accurate when
-            # |<v>| >> sigma; any shift near the pixels' means serves, so one chunk suffices.
-            total = m.sum()
-            v_shift = float(np.dot(m, dv) / total) if total > 0 else 0.0
-            v_shift = v_shift if np.isfinite(v_shift) else 0.0
-        dv -= v_shift
-        weight = m * dv
-        np.add.at(moments[0], pixel, weight)
-        weight *= dv
-        np.add.at(moments[1], pixel, weight)
-        np.multiply(m, age[start:stop], out=weight)
-        np.add.at(moments[2], pixel, weight)
-        np.multiply(m, metal[start:stop], out=weight)
-        np.add.at(moments[3], pixel, weight)
-
-    if min_mass < 0:
-        raise ValueError(f"mass_msun must be non-negative, got a minimum of {min_mass:g}")
-    if not (np.isfinite(moments).all() and np.isfinite(mass_by_flag).all()):
-        for name, values in (("mass_msun", mass), ("age_gyr", age), ("metallicity", metal)):
-            if not np.isfinite(values).all():
-                _raise_first_nonfinite(name, values)
-        raise ValueError("map sums overflow: masses, velocities, ages or metallicities too large")
-
-    def field(per_bin: NDArray) -> NDArray:
-        """The (npix, npix, ...) field of a per-bin array (bins first), without the guard ring."""
-        return per_bin.reshape(side, side, *per_bin.shape[1:])[1:-1, 1:-1]
-
-    mass_in_situ, mass_ex_situ, mass_unknown = np.moveaxis(
-        field(mass_by_flag.reshape(n_bins, 3)), -1, 0
-    )
-    particle_count = field(count_by_flag.reshape(n_bins, 3)).sum(axis=-1)
-    mass_sum = mass_in_situ + mass_ex_situ + mass_unknown
-    sum_m_dv, sum_m_dv2, sum_m_age, sum_m_z = (field(row) for row in moments)
-    mean_dv = _safe_ratio(sum_m_dv, mass_sum)
-    conditions = np.empty((len(MAP_CHANNELS), npix, npix), dtype=np.float32)
-    conditions[0] = mass_sum / pixel_size**2
-    conditions[1] = np.where(mass_sum > 0, mean_dv + v_shift, 0.0)
-    conditions[2] = np.sqrt(np.maximum(_safe_ratio(sum_m_dv2, mass_sum) - mean_dv**2, 0.0))
-    conditions[3] = _safe_ratio(sum_m_age, mass_sum)
-    conditions[4] = _safe_ratio(sum_m_z, mass_sum)
-    exsitu_fraction = _safe_ratio(mass_ex_situ, mass_in_situ + mass_ex_situ)
-
+    axes = rot * np.array([[inv_pixel], [inv_pixel], [1.0]])
+    offset = half_width * inv_pixel + 1.0
+    sums = np.zeros((npix * npix, _N_SUMS))
+    status, v_shift = _accumulate(pos, vel, mass, age, metal, flags, axes, offset, npix,
+                                  int(_SHIFT_PARTICLES), sums)
+    if status:
+        _raise_for_bad_input(status, pos, vel, mass, age, metal)
+    conditions = np.zeros((len(MAP_CHANNELS), npix, npix), dtype=np.float32)
+    exsitu_fraction = np.zeros((npix, npix), dtype=np.float32)
+    particle_count = np.zeros((npix, npix), dtype=np.int32)
+    galaxy_mask = np.zeros((npix, npix), dtype=np.bool_)
+    status = _finalise(sums, v_shift, pixel_size**2, int(min_particles_per_pixel), conditions,
+                       exsitu_fraction, particle_count, galaxy_mask)
+    if status:
+        _raise_for_bad_input(status, pos, vel, mass, age, metal)
     return GalaxyMaps(
         conditions=conditions,
-        exsitu_fraction=exsitu_fraction.astype(np.float32),
-        particle_count=particle_count.astype(np.int32),
-        galaxy_mask=particle_count >= min_particles_per_pixel,
+        exsitu_fraction=exsitu_fraction,
+        particle_count=particle_count,
+        galaxy_mask=galaxy_mask,
         pixel_size_kpc=pixel_size,
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate(pos, vel, mass, age, metal, flags, axes, offset, npix, n_shift, sums):
+    """Add every particle to its pixel's row of ``sums``; return (status bits, v_shift).
+
+    ``axes`` rows: image x and y scaled to pixel units, line of sight (unit). A particle is in
+    the field when 1 <= axes[k] . pos + offset < npix + 1 on both image axes; its pixel is
+    iy * npix + ix, the image coordinates truncated less 1. Velocities are shifted by v_shift,
+    the mass-weighted mean line-of-sight velocity of the first ``n_shift`` particles: any shift
+    near the pixels' means keeps <v^2> - <v>^2 accurate when |<v>| >> sigma.
+    Every particle (outside the field too) is checked for non-finite values and negative mass.
+    """
+    n = mass.shape[0]
+    x0, x1, x2 = axes[0, 0], axes[0, 1], axes[0, 2]
+    y0, y1, y2 = axes[1, 0], axes[1, 1], axes[1, 2]
+    l0, l1, l2 = axes[2, 0], axes[2, 1], axes[2, 2]
+
+    total = 0.0
+    weighted = 0.0
+    for i in range(min(n_shift, n)):
+        m = np.float64(mass[i])
+        total += m
+        weighted += m * (vel[i, 0] * l0 + vel[i, 1] * l1 + vel[i, 2] * l2)
+    v_shift = weighted / total if total > 0.0 else 0.0
+    if not math.isfinite(v_shift):
+        v_shift = 0.0
+
+    status = 0
+    nan_check = 0.0  # stays 0 while every value is finite (x * 0 is NaN for inf and NaN)
+    upper = npix + 1.0
+    for i in range(n):
+        p0, p1, p2 = np.float64(pos[i, 0]), np.float64(pos[i, 1]), np.float64(pos[i, 2])
+        w0, w1, w2 = np.float64(vel[i, 0]), np.float64(vel[i, 1]), np.float64(vel[i, 2])
+        m = np.float64(mass[i])
+        a = np.float64(age[i])
+        z = np.float64(metal[i])
+        nan_check += ((p0 * 0.0 + p1 * 0.0) + (p2 * 0.0 + w0 * 0.0)
+                      + ((w1 * 0.0 + w2 * 0.0) + (m * 0.0 + (a * 0.0 + z * 0.0))))
+        if m < 0.0:
+            status |= _BAD_VALUE
+        fx = p0 * x0 + p1 * x1 + p2 * x2 + offset
+        fy = p0 * y0 + p1 * y1 + p2 * y2 + offset
+        if 1.0 <= fx < upper and 1.0 <= fy < upper:
+            pixel = (np.int64(fy) - 1) * npix + (np.int64(fx) - 1)
+            dv = (w0 * l0 + w1 * l1 + w2 * l2) - v_shift
+            weight = m * dv
+            sums[pixel, 0] += 1.0
+            sums[pixel, 2 - np.int64(flags[i])] += m
+            sums[pixel, 4] += weight
+            sums[pixel, 5] += weight * dv
+            sums[pixel, 6] += m * a
+            sums[pixel, 7] += m * z
+        elif fx != fx or fy != fy:
+            status |= _NAN_COORDINATE
+    if nan_check != 0.0:
+        status |= _BAD_VALUE
+    return status, v_shift
+
+
+@numba.njit(cache=True, nogil=True)
+def _finalise(sums, v_shift, area, min_count, conditions, exsitu_fraction, particle_count,
+              galaxy_mask):
+    """Write the maps of the filled pixels into the zeroed outputs; return status bits."""
+    npix = particle_count.shape[1]
+    nan_check = 0.0
+    for pixel in range(sums.shape[0]):
+        count = sums[pixel, 0]
+        if count == 0.0:
+            continue
+        iy, ix = pixel // npix, pixel % npix
+        m_in, m_ex, m_unknown = sums[pixel, 1], sums[pixel, 2], sums[pixel, 3]
+        m_dv, m_dv2, m_age, m_z = sums[pixel, 4], sums[pixel, 5], sums[pixel, 6], sums[pixel, 7]
+        nan_check += ((m_in * 0.0 + m_ex * 0.0) + (m_unknown * 0.0 + m_dv * 0.0)
+                      + ((m_dv2 * 0.0 + m_age * 0.0) + m_z * 0.0))
+        particle_count[iy, ix] = np.int32(count)
+        galaxy_mask[iy, ix] = count >= min_count
+        mass = m_in + m_ex + m_unknown
+        conditions[0, iy, ix] = mass / area
+        if mass > 0.0:
+            mean_dv = m_dv / mass
+            conditions[1, iy, ix] = mean_dv + v_shift
+            conditions[2, iy, ix] = math.sqrt(max(m_dv2 / mass - mean_dv * mean_dv, 0.0))
+            conditions[3, iy, ix] = m_age / mass
+            conditions[4, iy, ix] = m_z / mass
+        known = m_in + m_ex
+        if known > 0.0:
+            exsitu_fraction[iy, ix] = m_ex / known
+    return _SUMS_OVERFLOW if nan_check != 0.0 else 0
 
 
 def line_of_sight_rotations(n_views: int, rng: np.random.Generator) -> NDArray:
@@ -240,11 +271,22 @@ def line_of_sight_rotations(n_views: int, rng: np.random.Generator) -> NDArray:
     return np.stack([x_axis, y_axis, los], axis=1)
 
 
-def _safe_ratio(numerator: NDArray, denominator: NDArray) -> NDArray:
-    """numerator / denominator where denominator > 0, else 0."""
-    out = np.zeros(np.broadcast_shapes(numerator.shape, denominator.shape))
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
+def _raise_for_bad_input(status: int, pos, vel, mass, age, metal) -> None:
+    """Raise the ValueError that names what the kernels' status bits found."""
+    for name, values in (("pos_kpc", pos), ("vel_kms", vel)):
+        if not np.isfinite(values).all():
+            _raise_first_nonfinite(name, values)
+    if status & _NAN_COORDINATE:
+        raise ValueError("pos_kpc holds values too large to project (overflow)")
+    negative = mass[mass < 0]
+    if negative.size:
+        raise ValueError(
+            f"mass_msun must be non-negative, got a minimum of {float(negative.min()):g}"
+        )
+    for name, values in (("mass_msun", mass), ("age_gyr", age), ("metallicity", metal)):
+        if not np.isfinite(values).all():
+            _raise_first_nonfinite(name, values)
+    raise ValueError("map sums overflow: masses, velocities, ages or metallicities too large")
 
 
 def _raise_first_nonfinite(name: str, values: NDArray) -> None:
@@ -297,7 +339,7 @@ def _validated_particles(
         raise ValueError(f"rotation must have shape (3, 3), got {rot.shape}")
     if not np.isfinite(rot).all():
         raise ValueError("rotation must be finite")
-    if not np.allclose(rot @ rot.T, np.eye(3), rtol=0.0, atol=_ROTATION_ATOL):
+    if not np.abs(rot @ rot.T - np.eye(3)).max() <= _ROTATION_ATOL:  # np.allclose, 4x faster
         raise ValueError("rotation must be orthonormal (rows: image x, image y, line of sight)")
     if np.linalg.det(rot) < 0:
         raise ValueError("rotation must be proper (det +1), got a reflection (det -1)")
@@ -305,10 +347,13 @@ def _validated_particles(
 
 
 def _float_array(name: str, values: ArrayLike) -> NDArray:
-    """The values as a float array: float32/float64 pass without copy, integers are converted."""
+    """The values as a float array: native float32/float64 pass without copy; integers, other
+    floats (float16, longdouble) and non-native byte order are converted to float64."""
     array = np.asarray(values)
     if array.dtype.kind == "f":
-        return array
+        if array.dtype.isnative and array.dtype.itemsize in (4, 8):
+            return array
+        return array.astype(np.float64)
     if array.dtype.kind in "iu":
         return array.astype(np.float64)
     raise ValueError(f"{name} must be a float array, got dtype {array.dtype}")

@@ -342,9 +342,9 @@ def extract_batch(
     header = tng.read_snapshot_header(base_path, snapshot)
     catalog = pd.read_csv(catalog_csv)
     galaxies = catalog[catalog["batch"] == batch].reset_index(drop=True)
-    sa_path = tng.check_stellar_assembly(base_path, header)
     npix = config["maps"]["npix"]
     results, reasons = map_batch(base_path, header, galaxies, config, progress)
+    sa_path = tng.stellar_assembly_path(base_path, snapshot)
 
     rows = []
     sample = 0
