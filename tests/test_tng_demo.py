@@ -536,3 +536,13 @@ def test_writer_rejects_inconsistent_inputs(tmp_path, how):
     with pytest.raises(ValueError):
         write_tng_snapshot(tmp_path / "output", 99, made["header"], made["groups"],
                            made["subhalos"], made["particles"], made["insitu"])
+
+
+def test_default_universe_has_rare_but_present_high_exsitu_galaxies(tmp_path):
+    """About 100 galaxies above 1e10 Msun; ex-situ fractions above 0.8 exist but are rare."""
+    summary = generate_demo_universe(tmp_path / "sim", DEFAULT_DEMO_PARAMS, SEED)
+    gals = summary["galaxies"]
+    above = [g for g in gals if g["log10_stellar_mass_msun"] > 10.0]
+    assert 70 <= len(above) <= 130
+    high = [g for g in above if g["exsitu_mass_fraction"] > 0.8]
+    assert 1 <= len(high) <= 0.1 * len(above)

@@ -994,9 +994,14 @@ def _make_galaxy(
     mstar = 10.0**log10_mstar
     n_star = max(50, round(mstar / m_star_particle))
 
-    # ex-situ fraction: Beta with mean rising from 0.1 to 0.5 across the mass range
+    # ex-situ fraction: Beta with mean rising from 0.1 to 0.5 across the mass range, plus a rare
+    # merger-dominated population (mean 0.86, more likely at high mass) so that f_ex > 0.8
+    # exists but is rare, as in TNG
     mu, kappa = 0.1 + 0.4 * mnorm, 7.0
-    f_ex = float(r.beta(mu * kappa, (1.0 - mu) * kappa))
+    if r.random() < 0.02 + 0.08 * mnorm:
+        f_ex = float(r.beta(9.0, 1.5))
+    else:
+        f_ex = float(r.beta(mu * kappa, (1.0 - mu) * kappa))
     n_ex = round(f_ex * n_star)
     n_in = n_star - n_ex
     n_bulge = round((0.1 + 0.2 * mnorm) * n_in)
