@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path("results")
-
 #: Demo universe: the simulation tree and the summary written when it is complete.
 DEMO_SIM_DIR = "results/demo_universe/{simulation}"
 DEMO_SUMMARY = "results/demo_universe/{simulation}.summary.json"
