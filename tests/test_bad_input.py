@@ -194,6 +194,20 @@ def test_nan_in_the_catalog_is_a_recorded_skip(sim, config, tmp_path):
     assert row["batch"] == -1
 
 
+def test_subhalo_flag_zero_is_a_recorded_skip(sim, config, tmp_path):
+    """TNG marks clumps of non-cosmological origin with SubhaloFlag = 0; they are not galaxies."""
+    chunk0 = sim / "output/groups_099/fof_subhalo_tab_099.0.hdf5"
+    with h5py.File(chunk0, "a") as fh:
+        flag = fh["Subhalo/SubhaloFlag"][...]
+        flag[0] = 0
+        fh["Subhalo/SubhaloFlag"][...] = flag
+    manifest = run_extraction(sim, config, tmp_path)
+    assert 0 not in set(manifest["subhalo_id"])  # never reaches a batch
+    catalog = pd.read_csv(tmp_path / "catalog.csv").set_index("subhalo_id")
+    assert catalog.loc[0, "status"] == "skipped" and catalog.loc[0, "batch"] == -1
+    assert "SubhaloFlag=0" in catalog.loc[0, "reason"]
+
+
 def test_galaxy_with_too_few_particles_is_a_recorded_skip(sim, config, tmp_path):
     sizes = write_galaxy_catalog(sim / "output", 99, config["tng"], tmp_path / "c.csv")["n_part4"]
     config["maps"]["min_star_particles"] = int(np.median(sizes))
