@@ -15,7 +15,7 @@ import yaml
 
 from simbridge.config import validate_config
 from simbridge.errors import SimBridgeInputError
-from simbridge.extract.tng_maps import extract_batch, write_galaxy_catalog
+from simbridge.extract.tng_maps import extract_batch, merge_batches, write_galaxy_catalog
 from simbridge.sims.tng_demo import generate_demo_universe
 from tests.conftest import ROOT, small_config
 
@@ -206,6 +206,11 @@ def test_subhalo_flag_zero_is_a_recorded_skip(sim, config, tmp_path):
     catalog = pd.read_csv(tmp_path / "catalog.csv").set_index("subhalo_id")
     assert catalog.loc[0, "status"] == "skipped" and catalog.loc[0, "batch"] == -1
     assert "SubhaloFlag=0" in catalog.loc[0, "reason"]
+    merged = merge_batches([tmp_path / "maps.h5"], [tmp_path / "galaxies.csv"],
+                           [tmp_path / "catalog.csv"], config, tmp_path / "all.h5",
+                           tmp_path / "manifest.csv", progress=False).set_index("subhalo_id")
+    assert merged.loc[0, "status"] == "skipped" and "SubhaloFlag=0" in merged.loc[0, "reason"]
+    assert (merged.drop(index=0)["status"] == "extracted").all()
 
 
 def test_galaxy_with_too_few_particles_is_a_recorded_skip(sim, config, tmp_path):
