@@ -301,7 +301,7 @@ def map_batch(
     results: dict[int, GalaxyResult] = {}
     reasons: dict[int, str] = {}
     particles = iter_batch_particles(base_path, header, galaxies,
-                                     config["tng"].get("max_read_gap_particles", 2_000_000))
+                                     config["tng"]["max_read_gap_particles"])
     desc = f"snapshot {header.snapshot:03d}: mapping galaxies"
     for i, stars, insitu in tqdm(particles, total=len(galaxies), desc=desc, unit="galaxy",
                                  disable=not progress, mininterval=2.0):

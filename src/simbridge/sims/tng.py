@@ -205,23 +205,30 @@ def _first_unreadable(paths: Sequence[Path], group: str, fields: Sequence[str]) 
                     ) from None
 
 
-def read_subhalo_catalog(
-    base_path: str | Path, snapshot: int, fields: Sequence[str]
+_CATALOG_LOADERS = {
+    "Subhalo": (il.groupcat.loadSubhalos, "Nsubgroups_Total", "subhalos"),
+    "Group": (il.groupcat.loadHalos, "Ngroups_Total", "groups"),
+}
+
+
+def read_catalog(
+    base_path: str | Path, snapshot: int, kind: str, fields: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """Read subhalo fields with ``il.groupcat.loadSubhalos``; optional SubhaloFlag is tolerated.
+    """Read ``Subhalo`` or ``Group`` fields with illustris_python's loadSubhalos/loadHalos.
 
     Returns a dict of arrays (always a dict, even for one field) plus ``count``.
     """
+    loader, total_key, noun = _CATALOG_LOADERS[kind]
     paths = group_catalog_paths(base_path, snapshot)
     with open_hdf5(paths[0], "group catalog chunk 0") as fh:
-        n_total = int(fh["Header"].attrs["Nsubgroups_Total"])
+        n_total = int(fh["Header"].attrs[total_key])
     fields = list(fields)
     try:
-        result = il.groupcat.loadSubhalos(str(base_path), snapshot, fields=fields)
-    except (OSError, KeyError, Exception) as err:  # noqa: BLE001 - il raises bare Exception
-        _first_unreadable(paths, "Subhalo", fields)
+        result = loader(str(base_path), snapshot, fields=fields)
+    except Exception as err:  # noqa: BLE001 - il raises bare Exception, h5py OSError/KeyError
+        _first_unreadable(paths, kind, fields)
         raise SimBridgeInputError(
-            f"illustris_python could not read subhalo fields {fields}: {err}",
+            f"illustris_python could not read {kind} fields {fields}: {err}",
             paths[0].parent,
             _REDOWNLOAD,
         ) from None
@@ -229,11 +236,18 @@ def read_subhalo_catalog(
         result = {fields[0]: result, "count": len(result)}
     if result.get("count", 0) != n_total:
         raise SimBridgeInputError(
-            f"read {result.get('count')} subhalos but the catalog header says {n_total}",
+            f"read {result.get('count')} {noun} but the catalog header says {n_total}",
             paths[0].parent,
             _REDOWNLOAD,
         )
     return result
+
+
+def read_subhalo_catalog(
+    base_path: str | Path, snapshot: int, fields: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Subhalo fields of the group catalog (see :func:`read_catalog`)."""
+    return read_catalog(base_path, snapshot, "Subhalo", fields)
 
 
 def subhalo_has_field(base_path: str | Path, snapshot: int, field: str) -> bool:
@@ -267,7 +281,7 @@ def read_subhalo_particle_offsets(base_path: str | Path, snapshot: int) -> np.nd
                     f"offsets file lacks a readable Subhalo/SnapByType ({err})", path, _REDOWNLOAD
                 ) from None
     subs = read_subhalo_catalog(base_path, snapshot, ["SubhaloLenType"])
-    groups = il.groupcat.loadHalos(str(base_path), snapshot, fields=["GroupLenType", "GroupNsubs"])
+    groups = read_catalog(base_path, snapshot, "Group", ["GroupLenType", "GroupNsubs"])
     return fof_offsets(groups["GroupLenType"], groups["GroupNsubs"], subs["SubhaloLenType"])[1]
 
 
