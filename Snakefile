@@ -17,11 +17,32 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo_universe.smk"
 include: "workflow/rules/tng_maps.smk"
+include: "workflow/rules/dataset.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
+    """Everything: the training-ready dataset and the report figures."""
     default_target: True
     input:
-        tng_maps_outputs(),
+        dataset_outputs(),
+        tng_report_figures(),
+
+
+# Named targets, one per stage (snakemake --cores 2 <name>); demo_universe is a rule of its own.
+rule extraction:
+    """Stage: galaxy selection, global properties, balancing plan and the maps of every batch."""
+    input:
+        extraction_outputs(),
+
+
+rule dataset:
+    """Stage: lineage, splits, one HDF5 file per split, manifest and the leakage check."""
+    input:
+        dataset_outputs(),
+
+
+rule figures:
+    """Stage: the report figures (then: snakemake --report results/report.html)."""
+    input:
         tng_report_figures(),

@@ -47,6 +47,8 @@ def reference_read(base: Path, snapshot: int, subhalo_id: int) -> tuple[dict, np
         insitu = fh["InSitu"][off:off + n]
     return stars, insitu
 
+N_VIEWS = 3  # lines of sight per galaxy
+
 
 def reference_loop(base: Path, snapshot: int, catalog, config: dict) -> dict[int, np.ndarray]:
     """Read and map galaxy after galaxy."""
@@ -59,8 +61,7 @@ def reference_loop(base: Path, snapshot: int, catalog, config: dict) -> dict[int
             np.array([row.pos_x_ckpc_h, row.pos_y_ckpc_h, row.pos_z_ckpc_h]),
             np.array([row.vel_x_kms, row.vel_y_kms, row.vel_z_kms]),
             float(row.half_mass_radius_kpc),
-            galaxy_rotations(config["seed"], snapshot, int(row.subhalo_id),
-                             config["maps"]["n_views"]),
+            galaxy_rotations(config["seed"], snapshot, int(row.subhalo_id), N_VIEWS),
             config["maps"],
         )
         maps[int(row.subhalo_id)] = res.conditions
@@ -96,6 +97,7 @@ def main() -> None:
         base = sim / "output"
         catalog = write_galaxy_catalog(base, snapshot, config["tng"], tmp / "catalog.csv")
         galaxies = catalog[catalog["batch"] == 0].reset_index(drop=True)
+        galaxies["n_views"] = N_VIEWS
         n_stars = int(galaxies["n_part4"].sum())
         header = tng.read_snapshot_header(base, snapshot)
         gap = config["tng"]["max_read_gap_particles"]
@@ -113,7 +115,7 @@ def main() -> None:
                                        rtol=1e-6, atol=1e-6)
 
     print(f"{len(galaxies)} galaxies, {n_stars:,} star particles in {args.n_chunks} snapshot "
-          f"chunks, {config['maps']['n_views']} views of {config['maps']['npix']}^2 pixels; "
+          f"chunks, {N_VIEWS} views of {config['maps']['npix']}^2 pixels; "
           f"best of {args.repeats}; maps agree")
     print(f"  reading only: batched loadSubset {t_read_ours:7.3f} s | loadSubhalo loop "
           f"{t_read_ref:7.3f} s | ratio {t_read_ref / t_read_ours:5.1f}x")

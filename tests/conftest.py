@@ -10,6 +10,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Lines that tests want printed in the terminal summary (e.g. measured planning times).
+TIMINGS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print what tests recorded in TIMINGS, so that CI logs show it."""
+    if TIMINGS:
+        terminalreporter.section("SimBridge timings")
+        for line in TIMINGS:
+            terminalreporter.write_line(line)
+
 
 def small_config(**maps_overrides) -> dict:
     """The demo config shrunk for tests: fewer galaxies, small maps, one chunked universe."""
@@ -17,7 +28,8 @@ def small_config(**maps_overrides) -> dict:
     cfg = copy.deepcopy(cfg)
     cfg["demo_universe"]["n_galaxies"] = 16
     cfg["tng"]["n_batches"] = 2
-    cfg["maps"].update({"npix": 32, "n_views": 2, "n_example_galaxies": 2})
+    cfg["maps"].update({"npix": 32, "n_example_galaxies": 2})
+    cfg["balancing"].update({"min_views": 2, "max_views": 6})
     cfg["maps"].update(maps_overrides)
     return cfg
 

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from simbridge.config import validate_config
+from simbridge.dataset.balance import write_view_plan
 from simbridge.errors import SimBridgeInputError
-from simbridge.extract.tng_maps import extract_batch, merge_batches, write_galaxy_catalog
+from simbridge.extract.tng_maps import extract_batch, measure_batch, write_galaxy_catalog
 from simbridge.sims.tng_demo import generate_demo_universe
 from tests.conftest import ROOT, small_config
 
@@ -206,11 +207,7 @@ def test_subhalo_flag_zero_is_a_recorded_skip(sim, config, tmp_path):
     catalog = pd.read_csv(tmp_path / "catalog.csv").set_index("subhalo_id")
     assert catalog.loc[0, "status"] == "skipped" and catalog.loc[0, "batch"] == -1
     assert "SubhaloFlag=0" in catalog.loc[0, "reason"]
-    merged = merge_batches([tmp_path / "maps.h5"], [tmp_path / "galaxies.csv"],
-                           [tmp_path / "catalog.csv"], config, tmp_path / "all.h5",
-                           tmp_path / "manifest.csv", progress=False).set_index("subhalo_id")
-    assert merged.loc[0, "status"] == "skipped" and "SubhaloFlag=0" in merged.loc[0, "reason"]
-    assert (merged.drop(index=0)["status"] == "extracted").all()
+    assert (manifest["status"] == "extracted").all()
 
 
 def test_galaxy_with_too_few_particles_is_a_recorded_skip(sim, config, tmp_path):
@@ -221,6 +218,31 @@ def test_galaxy_with_too_few_particles_is_a_recorded_skip(sim, config, tmp_path)
     assert 0 < len(skipped) < len(manifest)
     assert skipped["reason"].str.contains("star particles (wind excluded) < "
                                           "maps.min_star_particles", regex=False).all()
+
+
+def test_measurement_skip_reaches_plan_and_manifest_without_views(sim, config, tmp_path):
+    """A galaxy unusable at measurement gets no view in the plan and its reason in the maps."""
+    base = sim / "output"
+    catalog = write_galaxy_catalog(base, 99, config["tng"], tmp_path / "catalog.csv")
+    config["maps"]["min_star_particles"] = int(np.median(catalog["n_part4"]))
+    measured = measure_batch(base, 99, tmp_path / "catalog.csv", 0, config,
+                             tmp_path / "measured.csv", progress=False)
+    skipped = measured[measured["status"] == "skipped"]
+    assert 0 < len(skipped) < len(measured)
+    plan = write_view_plan([tmp_path / "measured.csv"], config["balancing"],
+                           tmp_path / "plan.csv", tmp_path / "balancing.json")
+    assert (plan.loc[plan["status"] == "skipped", "n_views"] == 0).all()
+    assert (plan.loc[plan["status"] == "measured", "n_views"] >= 1).all()
+    manifest = extract_batch(base, 99, tmp_path / "catalog.csv", 0, config,
+                             tmp_path / "maps.h5", tmp_path / "galaxies.csv",
+                             plan_csv=tmp_path / "plan.csv", progress=False)
+    out = manifest.set_index("subhalo_id").loc[skipped["subhalo_id"]]
+    assert (out["status"] == "skipped").all() and (out["n_views"] == 0).all()
+    assert out["reason"].str.contains("maps.min_star_particles", regex=False).all()
+    done = manifest[manifest["status"] == "extracted"].merge(plan, on="subhalo_id")
+    assert (done["n_views_x"] == done["n_views_y"]).all()
+    np.testing.assert_allclose(done["exsitu_fraction_global_x"],
+                               done["exsitu_fraction_global_y"], rtol=1e-6)
 
 
 def test_workflow_prints_the_clean_error(tmp_path):

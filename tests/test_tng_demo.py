@@ -390,7 +390,8 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
     second = tree_digest(Path(generate_demo_universe(tmp_path / "b" / "sim", TINY, 5)["sim_dir"]))
     other = tree_digest(Path(generate_demo_universe(tmp_path / "c" / "sim", TINY, 6)["sim_dir"]))
     assert first == second
-    assert len(first) == 2 * (3 + 2 + 1 + 1)  # per snapshot: chunks, catalogs, offsets, SA
+    # per snapshot: chunks, catalogs, offsets, SA; plus two SubLink tree files
+    assert len(first) == 2 * (3 + 2 + 1 + 1) + 2
     assert first.keys() == other.keys()
     assert first != other
 

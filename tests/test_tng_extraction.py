@@ -36,7 +36,8 @@ CONFIG = {
     "seed": 7,
     "tng": {"simulation_name": "hand-made", "snapshots": [SNAP], "stellar_mass_min_msun": 1e9,
             "n_batches": 1, "max_read_gap_particles": 1000},
-    "maps": {"npix": NPIX, "fov_half_mass_radii": 3.0, "n_views": 3, "min_star_particles": 10,
+    "balancing": {"min_views": 3, "max_views": 3},
+    "maps": {"npix": NPIX, "fov_half_mass_radii": 3.0, "min_star_particles": 10,
              "min_particles_per_pixel": 1},
 }
 

@@ -1,9 +1,11 @@
-"""The Snakemake workflow end to end: lint, a demo run, bad config, kill and restart."""
+"""The Snakemake workflow end to end: lint, a demo run, stages, regeneration, scale, restart."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,11 +19,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, small_config
+from tests.conftest import ROOT, TIMINGS, small_config
 
 SIM = "TNG-demo"
-MAPS = f"results/tng/{SIM}/maps/tng_maps.h5"
-MANIFEST = f"results/tng/{SIM}/maps/galaxy_manifest.csv"
+SPLITS = ("train", "validation", "test")
+DATASET = f"results/tng/{SIM}/dataset"
+MANIFEST = f"{DATASET}/galaxy_manifest.csv"
+BATCHES = f"results/tng/{SIM}/maps/batches"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
@@ -41,6 +45,16 @@ def write_config(workdir: Path, cfg: dict) -> None:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from the job-stats table of a dry run."""
+    table = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s+(\d+)\s*", line)
+        if m and m.group(1) != "total":
+            table[m.group(1)] = int(m.group(2))
+    return table
 
 
 def test_snakemake_lint_is_clean():
@@ -69,42 +83,89 @@ def demo_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_demo_run_writes_maps_manifest_and_report(demo_run):
+def test_demo_run_writes_split_datasets_manifest_and_report(demo_run):
     cfg = small_config()
-    with h5py.File(demo_run / MAPS) as h5:
-        n = h5["conditions"].shape[0]
-        assert h5["conditions"].shape == (n, 5, 32, 32)
-        assert h5["exsitu_fraction_map"].shape == (n, 32, 32)
-        assert h5["conditions"].chunks == (1, 5, 32, 32)
-        assert list(h5["conditions"].attrs["channel_units"])[1] == "km s^-1"
-        assert h5["provenance"].attrs["seed"] == cfg["seed"]
-        assert len(h5["provenance"].attrs["config_sha256"]) == 64
-        snaps = set(h5["snapshot"][...].tolist())
-        assert snaps == {99, 91}
-        frac = h5["exsitu_fraction_map"][...]
-        assert np.all((frac >= 0) & (frac <= 1))
-        rot = h5["rotation"][...]
-        eye = np.broadcast_to(np.eye(3), rot.shape)
-        np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), eye, atol=1e-10)
     manifest = pd.read_csv(demo_run / MANIFEST, keep_default_na=False, na_values=[""])
     done = manifest[manifest["status"] == "extracted"]
-    assert len(done) > 0
-    assert (done["n_views"] == cfg["maps"]["n_views"]).all()
-    assert done["n_views"].sum() == n
-    skipped = manifest[manifest["status"] == "skipped"]
-    assert (skipped["reason"].astype(str).str.len() > 0).all()
-    report = (demo_run / "results/report.html")
-    assert report.stat().st_size > 10_000
-    for fig in ("example_maps.png", "exsitu_fraction_vs_mass.png"):
+    assert len(done) > 0 and set(done["split"]) == set(SPLITS)
+    assert (manifest.loc[manifest["status"] != "extracted", "split"].isna()).all()
+    plan = pd.read_csv(demo_run / f"results/tng/{SIM}/galaxies/view_plan.csv")
+    views = done.merge(plan, on=["snapshot", "subhalo_id"], suffixes=("", "_plan"))
+    assert len(views) == len(done)
+    assert (views["n_views"] == views["n_views_plan"]).all()  # balancing reached the maps
+    assert done["n_views"].between(cfg["balancing"]["min_views"],
+                                   cfg["balancing"]["max_views"]).all()
+    assert done["n_views"].nunique() > 1
+    batch_samples = 0
+    for path in (demo_run / BATCHES).rglob("batch_*.h5"):
+        with h5py.File(path) as h5:
+            batch_samples += h5["conditions"].shape[0]
+    total = 0
+    for split in SPLITS:
+        part = done[done["split"] == split].sort_values("first_sample")
+        with h5py.File(demo_run / f"{DATASET}/{split}.h5") as h5:
+            n = h5["conditions"].shape[0]
+            total += n
+            assert h5.attrs["split"] == split
+            assert n == part["n_views"].sum()
+            assert h5["conditions"].shape == (n, 5, 32, 32)
+            assert h5["conditions"].chunks == (1, 5, 32, 32)
+            assert list(h5["conditions"].attrs["channel_units"])[1] == "km s^-1"
+            assert h5["provenance"].attrs["seed"] == cfg["seed"]
+            frac = h5["exsitu_fraction_map"][...]
+            assert np.all((frac >= 0) & (frac <= 1))
+            rot = h5["rotation"][...]
+            np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1),
+                                       np.broadcast_to(np.eye(3), rot.shape), atol=1e-10)
+            # the manifest's first_sample points at the galaxy's own samples
+            for gal in part.itertuples():
+                sl = slice(gal.first_sample, gal.first_sample + gal.n_views)
+                assert (h5["subhalo_id"][sl] == gal.subhalo_id).all()
+                assert (h5["snapshot"][sl] == gal.snapshot).all()
+                assert (h5["view_index"][sl] == np.arange(gal.n_views)).all()
+                assert (h5["lineage_group"][sl] == gal.lineage_group).all()
+    assert total == batch_samples  # every extracted sample is in exactly one split
+    check = json.loads((demo_run / f"{DATASET}/leakage_check.json").read_text())
+    assert check["status"] == "passed" and sum(check["samples_per_split"].values()) == total
+    assert (demo_run / "results/report.html").stat().st_size > 10_000
+    for fig in ("example_maps.png", "exsitu_fraction_vs_mass.png", "balancing.png"):
         assert (demo_run / f"results/tng/{SIM}/figures/{fig}").stat().st_size > 10_000
     assert not list((demo_run / "results").rglob("*.partial"))
 
 
 @pytest.mark.slow
-def test_same_config_gives_byte_identical_outputs(demo_run, tmp_path):
+def test_split_files_hold_the_batch_maps_unchanged(demo_run):
+    """The raw-chunk copy into split files gives back exactly the extracted maps."""
+    manifest = pd.read_csv(demo_run / MANIFEST, keep_default_na=False, na_values=[""])
+    batches = {}
+    for path in (demo_run / BATCHES).rglob("batch_*.h5"):
+        with h5py.File(path) as h5:
+            for k, (snap, sub, view) in enumerate(zip(h5["snapshot"][...], h5["subhalo_id"][...],
+                                                      h5["view_index"][...], strict=True)):
+                batches[(int(snap), int(sub), int(view))] = (path, k)
+    rng = np.random.default_rng(0)
+    for split in SPLITS:
+        with h5py.File(demo_run / f"{DATASET}/{split}.h5") as h5:
+            n = h5["conditions"].shape[0]
+            for k in rng.choice(n, min(n, 5), replace=False):
+                key = (int(h5["snapshot"][k]), int(h5["subhalo_id"][k]),
+                       int(h5["view_index"][k]))
+                path, j = batches[key]
+                with h5py.File(path) as src:
+                    for name in ("conditions", "exsitu_fraction_map", "galaxy_mask",
+                                 "rotation", "exsitu_fraction_global"):
+                        np.testing.assert_array_equal(h5[name][k], src[name][j])
+    assert len(manifest) > 0
+
+
+@pytest.mark.slow
+def test_same_config_gives_byte_identical_datasets(demo_run, tmp_path):
     write_config(tmp_path, small_config())
-    run_snakemake(tmp_path, "--cores", "2", "merge_maps")
-    for rel in (MAPS, MANIFEST, f"results/tng/{SIM}/catalog/snap_099.csv"):
+    run_snakemake(tmp_path, "--cores", "2", "dataset")
+    rels = [f"{DATASET}/{s}.h5" for s in SPLITS] + [
+        MANIFEST, f"results/tng/{SIM}/galaxies/splits.csv",
+        f"results/tng/{SIM}/galaxies/lineage.csv", f"results/tng/{SIM}/catalog/snap_099.csv"]
+    for rel in rels:
         assert sha256(tmp_path / rel) == sha256(demo_run / rel), rel
     demo_files = sorted((demo_run / f"results/demo_universe/{SIM}").rglob("*.hdf5"))
     assert demo_files
@@ -113,15 +174,105 @@ def test_same_config_gives_byte_identical_outputs(demo_run, tmp_path):
         assert sha256(twin) == sha256(path), path
 
 
+REBUILT_BY_MAPS = {"extract_maps", "build_split", "dataset_manifest", "check_leakage",
+                   "plot_tng_maps", "plot_balancing"}
+UPSTREAM = {"demo_universe", "select_galaxies", "measure_galaxies", "link_snapshots"}
+
+
 @pytest.mark.slow
-def test_changed_map_setting_reruns_maps_but_not_universe(demo_run, tmp_path):
-    shutil.copytree(demo_run, tmp_path / "w")
+@pytest.mark.parametrize(
+    ("change", "reruns", "kept"),
+    [
+        # a map setting: the maps and datasets, not the universe nor the galaxies' properties
+        (lambda c: c["maps"].update(npix=24), REBUILT_BY_MAPS,
+         UPSTREAM | {"plan_views", "assign_splits"}),
+        # a split setting: the splits and datasets, but no map is recomputed
+        (lambda c: c["splits"]["fractions"].update(train=0.7, test=0.2),
+         {"assign_splits", "build_split", "dataset_manifest", "check_leakage",
+          "plot_tng_maps", "plot_balancing"},
+         UPSTREAM | {"plan_views", "extract_maps"}),
+        # a balancing setting: new views, hence new maps; same universe and measurements
+        (lambda c: c["balancing"].update(max_views=3), {"plan_views"} | REBUILT_BY_MAPS,
+         UPSTREAM),
+    ],
+    ids=["maps.npix", "splits.fractions", "balancing.max_views"],
+)
+def test_regenerating_after_a_config_change_reruns_only_what_depends_on_it(
+        demo_run, tmp_path, change, reruns, kept):
     work = tmp_path / "w"
-    write_config(work, small_config(npix=24))
-    proc = run_snakemake(work, "-n", "--quiet", "rules")
+    shutil.copytree(demo_run, work)
+    assert planned_jobs(run_snakemake(work, "-n")) == {}  # up to date before the change
+    cfg = small_config()
+    change(cfg)
+    write_config(work, cfg)
+    jobs = planned_jobs(run_snakemake(work, "-n"))
+    assert reruns <= set(jobs), jobs
+    assert not kept & set(jobs), jobs
+
+
+@pytest.mark.slow
+def test_leakage_check_fails_the_run_when_a_galaxy_crosses_splits(demo_run, tmp_path):
+    """Move the z=0.1 progenitor of one galaxy to another split: the run must stop."""
+    work = tmp_path / "w"
+    shutil.copytree(demo_run, work)
+    splits_csv = work / f"results/tng/{SIM}/galaxies/splits.csv"
+    links = pd.read_csv(work / f"results/tng/{SIM}/galaxies/lineage_links.csv")
+    splits = pd.read_csv(splits_csv)
+    key = splits.set_index(["snapshot", "subhalo_id"])["split"]
+    link = next(r for r in links.itertuples()
+                if (r.snapshot, r.subhalo_id) in key.index
+                and (r.descendant_snapshot, r.descendant_subhalo_id) in key.index)
+    here = key[(link.snapshot, link.subhalo_id)]
+    other = "test" if here != "test" else "train"
+    row = (splits["snapshot"] == link.snapshot) & (splits["subhalo_id"] == link.subhalo_id)
+    splits.loc[row, "split"] = other
+    splits.to_csv(splits_csv, index=False)
+    proc = run_snakemake(work, "--cores", "2", "dataset", check=False)
     out = proc.stdout + proc.stderr
-    assert "extract_maps" in out and "merge_maps" in out
-    assert "demo_universe" not in out
+    assert proc.returncode != 0
+    assert "leak(s) between dataset splits" in out
+    assert f"subhalo {link.subhalo_id} of snapshot {link.snapshot} ({other})" in out
+    assert not (work / f"{DATASET}/leakage_check.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target", "expected", "absent"),
+    [
+        ("demo_universe", {"demo_universe"}, {"select_galaxies"}),
+        ("extraction", {"demo_universe", "measure_galaxies", "plan_views", "extract_maps"},
+         {"build_split", "link_snapshots"}),
+        ("dataset", {"extract_maps", "link_snapshots", "build_split", "check_leakage"},
+         {"plot_tng_maps", "plot_balancing"}),
+        ("figures", {"plot_tng_maps", "plot_balancing", "check_leakage"}, set()),
+    ],
+)
+def test_each_stage_has_a_named_target(tmp_path, target, expected, absent):
+    write_config(tmp_path, small_config())
+    jobs = planned_jobs(run_snakemake(tmp_path, "-n", target))
+    assert expected <= set(jobs) and not absent & set(jobs), jobs
+
+
+def test_tng100_sized_config_plans_in_seconds(tmp_path):
+    """About 5,000 galaxies per snapshot at two snapshots: the DAG has a fixed number of batch
+    jobs, so planning does not grow with the number of galaxies."""
+    cfg = yaml.safe_load((ROOT / "workflow/configs/tng100.yaml").read_text())
+    base = tmp_path / "TNG100-1" / "output"
+    base.mkdir(parents=True)
+    cfg["tng"]["base_path"] = str(base)
+    write_config(tmp_path, cfg)
+    t0 = time.perf_counter()
+    proc = run_snakemake(tmp_path, "-n")
+    seconds = time.perf_counter() - t0
+    jobs = planned_jobs(proc)
+    n_snap, n_batch = len(cfg["tng"]["snapshots"]), cfg["tng"]["n_batches"]
+    assert jobs["extract_maps"] == jobs["measure_galaxies"] == n_snap * n_batch
+    assert jobs["select_galaxies"] == n_snap and jobs["build_split"] == 3
+    assert "demo_universe" not in jobs
+    total = sum(jobs.values())
+    TIMINGS.append(f"TNG100-sized dry run (snakemake -n, {total} jobs for ~5,000 galaxies x "
+                   f"{n_snap} snapshots in {n_batch} batches each): {seconds:.1f} s")
+    assert seconds < 60, f"planning took {seconds:.0f} s"
 
 
 @pytest.mark.slow
@@ -131,18 +282,18 @@ def test_killed_run_restarts_without_corrupt_files(tmp_path):
            "--configfile", str(tmp_path / "config.yaml"), "--cores", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    batches = tmp_path / f"results/tng/{SIM}/maps/batches"
+    batches = tmp_path / BATCHES
     deadline = time.time() + 300
     while time.time() < deadline and not list(batches.rglob("batch_*.h5")):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / MAPS).exists(), "the run finished before it could be killed"
+    assert not (tmp_path / MANIFEST).exists(), "the run finished before it could be killed"
     for h5file in (tmp_path / "results").rglob("*.h5"):
         with h5py.File(h5file) as h5:  # every file under its final name is complete
             assert "provenance" in h5
     run_snakemake(tmp_path, "--unlock")
     run_snakemake(tmp_path, "--cores", "2", "--rerun-incomplete")
-    with h5py.File(tmp_path / MAPS) as h5:
+    with h5py.File(tmp_path / f"{DATASET}/train.h5") as h5:
         assert h5["conditions"].shape[0] > 0
     assert not list((tmp_path / "results").rglob("*.partial"))

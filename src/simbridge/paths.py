@@ -9,14 +9,29 @@ from typing import Any
 DEMO_SIM_DIR = "results/demo_universe/{simulation}"
 DEMO_SUMMARY = "results/demo_universe/{simulation}.summary.json"
 
-#: TNG map extraction, per snapshot and batch.
+#: TNG galaxy selection and global properties, per snapshot and batch.
 TNG_CATALOG = "results/tng/{simulation}/catalog/snap_{snapshot}.csv"
+TNG_MEASURE_BATCH = "results/tng/{simulation}/galaxies/snap_{snapshot}/batch_{batch}.csv"
+#: Balancing plan (views per galaxy), lineage across snapshots, split of every galaxy.
+TNG_VIEW_PLAN = "results/tng/{simulation}/galaxies/view_plan.csv"
+TNG_BALANCING = "results/tng/{simulation}/galaxies/balancing.json"
+TNG_LINEAGE = "results/tng/{simulation}/galaxies/lineage.csv"
+TNG_LINEAGE_LINKS = "results/tng/{simulation}/galaxies/lineage_links.csv"
+TNG_SPLITS = "results/tng/{simulation}/galaxies/splits.csv"
+#: Map extraction, per snapshot and batch (intermediate).
 TNG_MAPS_BATCH = "results/tng/{simulation}/maps/batches/snap_{snapshot}/batch_{batch}.h5"
 TNG_MAPS_BATCH_GALAXIES = "results/tng/{simulation}/maps/batches/snap_{snapshot}/batch_{batch}.csv"
-TNG_MAPS = "results/tng/{simulation}/maps/tng_maps.h5"
-TNG_MANIFEST = "results/tng/{simulation}/maps/galaxy_manifest.csv"
+#: The training-ready dataset: one HDF5 file per split, the manifest and the leakage check.
+TNG_DATASET_SPLIT = "results/tng/{simulation}/dataset/{split}.h5"
+TNG_DATASET_MANIFEST = "results/tng/{simulation}/dataset/galaxy_manifest.csv"
+TNG_LEAKAGE_CHECK = "results/tng/{simulation}/dataset/leakage_check.json"
+#: Report figures.
 TNG_EXAMPLE_FIGURE = "results/tng/{simulation}/figures/example_maps.png"
 TNG_GLOBAL_FIGURE = "results/tng/{simulation}/figures/exsitu_fraction_vs_mass.png"
+TNG_BALANCING_FIGURE = "results/tng/{simulation}/figures/balancing.png"
+
+#: Dataset splits, in the order they are written.
+SPLITS = ("train", "validation", "test")
 
 LOGS = "results/logs"
 BENCHMARKS = "results/benchmarks"

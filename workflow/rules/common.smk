@@ -11,6 +11,7 @@ USE_DEMO_UNIVERSE = config["tng"]["base_path"] is None
 wildcard_constraints:
     snapshot=r"\d{3}",
     batch=r"\d{4}",
+    split="|".join(paths.SPLITS),
 
 
 def sim_path(template: str) -> str:
@@ -38,17 +39,54 @@ def tng_archive_input(wildcards) -> list[str]:
     return [sim_path(paths.DEMO_SUMMARY)] if USE_DEMO_UNIVERSE else []
 
 
+def measure_config() -> dict:
+    """The settings that determine the global properties (a change reruns the measurement)."""
+    return {
+        "seed": config["seed"],
+        "tng": config["tng"],
+        "maps": {"min_star_particles": config["maps"]["min_star_particles"]},
+    }
+
+
 def extraction_config() -> dict:
     """The settings that determine the maps (a change to any of them reruns extraction)."""
     maps = {k: v for k, v in config["maps"].items() if k != "n_example_galaxies"}
     return {"seed": config["seed"], "tng": config["tng"], "maps": maps}
 
 
-def tng_maps_outputs() -> list[str]:
-    """Merged maps file and galaxy manifest."""
-    return [sim_path(paths.TNG_MAPS), sim_path(paths.TNG_MANIFEST)]
+def lineage_config() -> dict:
+    """The split settings that determine lineage (not the fractions: they only split groups)."""
+    return {k: v for k, v in config["splits"].items() if k != "fractions"}
+
+
+def dataset_config() -> dict:
+    """The settings recorded in the split files (maps, balancing and splits)."""
+    return {**extraction_config(), "balancing": config["balancing"], "splits": config["splits"]}
+
+
+def per_batch(template: str) -> list[str]:
+    """A per-(snapshot, batch) path template expanded over every snapshot and batch."""
+    return expand(sim_path(template), snapshot=SNAPSHOTS, batch=BATCHES)
+
+
+def extraction_outputs() -> list[str]:
+    """Every batch of maps (the extraction stage)."""
+    return per_batch(paths.TNG_MAPS_BATCH) + per_batch(paths.TNG_MAPS_BATCH_GALAXIES)
+
+
+def dataset_outputs() -> list[str]:
+    """Split files, galaxy manifest and the leakage check (the dataset stage)."""
+    return [
+        *expand(sim_path(paths.TNG_DATASET_SPLIT), split=paths.SPLITS),
+        sim_path(paths.TNG_DATASET_MANIFEST),
+        sim_path(paths.TNG_LEAKAGE_CHECK),
+    ]
 
 
 def tng_report_figures() -> list[str]:
-    """Figures of the TNG maps stage."""
-    return [sim_path(paths.TNG_EXAMPLE_FIGURE), sim_path(paths.TNG_GLOBAL_FIGURE)]
+    """Figures of the TNG dataset stage."""
+    return [
+        sim_path(paths.TNG_EXAMPLE_FIGURE),
+        sim_path(paths.TNG_GLOBAL_FIGURE),
+        sim_path(paths.TNG_BALANCING_FIGURE),
+    ]

@@ -1,8 +1,8 @@
 rule plot_tng_maps:
-    """Example maps and the global ex-situ fraction of the extracted galaxies."""
+    """Example maps (test split) and the global ex-situ fraction of the extracted galaxies."""
     input:
-        maps=sim_path(paths.TNG_MAPS),
-        manifest=sim_path(paths.TNG_MANIFEST),
+        maps=sim_path(paths.TNG_DATASET_SPLIT).replace("{split}", "test"),
+        manifest=sim_path(paths.TNG_DATASET_MANIFEST),
     output:
         examples=report(
             sim_path(paths.TNG_EXAMPLE_FIGURE),
@@ -16,7 +16,6 @@ rule plot_tng_maps:
         ),
     params:
         n_galaxies=config["maps"]["n_example_galaxies"],
-        seed=config["seed"],
     log:
         log_path("plot_tng_maps"),
     benchmark:
@@ -25,3 +24,25 @@ rule plot_tng_maps:
         "../../envs/reporting.yaml"
     script:
         "../scripts/plot_tng_maps.py"
+
+
+rule plot_balancing:
+    """Before/after balancing histograms and the samples of each split."""
+    input:
+        summary=sim_path(paths.TNG_BALANCING),
+        manifest=sim_path(paths.TNG_DATASET_MANIFEST),
+        leakage=sim_path(paths.TNG_LEAKAGE_CHECK),
+    output:
+        report(
+            sim_path(paths.TNG_BALANCING_FIGURE),
+            caption="../report/balancing.rst",
+            category="TNG dataset",
+        ),
+    log:
+        log_path("plot_balancing"),
+    benchmark:
+        benchmark_path("plot_balancing")
+    conda:
+        "../../envs/reporting.yaml"
+    script:
+        "../scripts/plot_balancing.py"

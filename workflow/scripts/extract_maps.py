@@ -7,4 +7,4 @@ with job_logging(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
     sm = snakemake  # noqa: F821
     extract_batch(sm.params.base_path, int(sm.wildcards.snapshot), sm.input.catalog,
                   int(sm.wildcards.batch), sm.params.settings, sm.output.maps,
-                  sm.output.galaxies)
+                  sm.output.galaxies, plan_csv=sm.input.plan)

@@ -1,11 +1,15 @@
-"""TNG map extraction: galaxy selection, batched reading, per-galaxy maps, merged dataset.
+"""TNG map extraction: galaxy selection, batched reading, global properties, per-galaxy maps.
 
 Three steps, one workflow rule each:
 1. :func:`write_galaxy_catalog` selects subhalos above the stellar-mass cut of one snapshot and
    assigns them to a fixed number of batches (contiguous in particle order, balanced by size).
-2. :func:`extract_batch` reads each batch's star particles with few contiguous ``loadSubset``
-   calls and writes the condition and ex-situ maps of every line of sight.
-3. :func:`merge_batches` concatenates the batches into one chunked HDF5 file and a manifest.
+2. :func:`measure_batch` reads each batch's star masses, formation times and StellarAssembly
+   flags and writes every galaxy's global ex-situ fraction (what balancing needs).
+3. :func:`extract_batch` reads each batch's star particles with few contiguous ``loadSubset``
+   calls and writes the condition and ex-situ maps of every line of sight, with the number of
+   lines of sight per galaxy taken from the balancing plan (:mod:`simbridge.dataset.balance`).
+
+The per-split datasets are assembled from the batch files by :mod:`simbridge.dataset.build`.
 """
 
 from __future__ import annotations
@@ -172,6 +176,44 @@ class GalaxyResult:
     n_wind_particles: int
 
 
+MEASURE_FIELDS: tuple[str, ...] = ("Masses", "GFM_StellarFormationTime")
+MEASURE_COLUMNS = [
+    "snapshot", "subhalo_id", "batch", "status", "reason", "stellar_mass_msun",
+    "exsitu_fraction_global", "n_star_particles", "n_wind_particles",
+]
+
+
+def global_exsitu_fraction(
+    stars: dict[str, np.ndarray], insitu: np.ndarray, hubble_param: float,
+    min_star_particles: int,
+) -> tuple[float, int, int]:
+    """(ex-situ mass fraction, star particles, wind cells) of one galaxy's PartType4 elements.
+
+    Wind cells (formation time <= 0) are dropped; the fraction is over the star mass that has a
+    StellarAssembly label. Every field given is checked for non-finite values.
+    Raises GalaxySkipped with the reason for a galaxy that cannot be used.
+    """
+    aform = np.asarray(stars["GFM_StellarFormationTime"])
+    is_star = units.is_star_not_wind(aform)
+    n_wind = int((~is_star).sum())
+    n_star = int(is_star.sum())
+    for field in stars:
+        n_bad = int((~np.isfinite(np.asarray(stars[field])[is_star])).sum())
+        if n_bad:
+            raise GalaxySkipped(f"{n_bad} non-finite values in PartType4/{field}")
+    if n_star < min_star_particles:
+        raise GalaxySkipped(
+            f"only {n_star} star particles (wind excluded) < "
+            f"maps.min_star_particles={min_star_particles}"
+        )
+    mass_msun = units.code_mass_to_msun(np.asarray(stars["Masses"])[is_star], hubble_param)
+    flags = np.asarray(insitu)[is_star]
+    labelled = mass_msun[flags >= 0].sum()
+    if labelled <= 0:
+        raise GalaxySkipped("no star particle has an in-situ/ex-situ label in StellarAssembly")
+    return float(mass_msun[flags == 0].sum() / labelled), n_star, n_wind
+
+
 def galaxy_maps_from_particles(
     stars: dict[str, np.ndarray],
     insitu: np.ndarray,
@@ -190,19 +232,10 @@ def galaxy_maps_from_particles(
     Raises GalaxySkipped with the reason for a galaxy that cannot be mapped.
     """
     a, h = header.scale_factor, header.hubble_param
+    exsitu_global, n_star, n_wind = global_exsitu_fraction(
+        {f: stars[f] for f in tng.STAR_FIELDS}, insitu, h, maps_config["min_star_particles"])
     aform = np.asarray(stars["GFM_StellarFormationTime"])
     is_star = units.is_star_not_wind(aform)
-    n_wind = int((~is_star).sum())
-    n_star = int(is_star.sum())
-    for field in tng.STAR_FIELDS:
-        n_bad = int((~np.isfinite(np.asarray(stars[field])[is_star])).sum())
-        if n_bad:
-            raise GalaxySkipped(f"{n_bad} non-finite values in PartType4/{field}")
-    if n_star < maps_config["min_star_particles"]:
-        raise GalaxySkipped(
-            f"only {n_star} star particles (wind excluded) < "
-            f"maps.min_star_particles={maps_config['min_star_particles']}"
-        )
     offset = units.periodic_offset(stars["Coordinates"][is_star], centre_ckpc_h,
                                    header.box_size_ckpc_h)
     pos_kpc = units.comoving_ckpc_h_to_physical_kpc(offset, a, h)
@@ -213,10 +246,6 @@ def galaxy_maps_from_particles(
                                     header.omega_lambda)
     metallicity = np.asarray(stars["GFM_Metallicity"][is_star], dtype=np.float64)
     flags = np.asarray(insitu)[is_star]
-    labelled = mass_msun[flags >= 0].sum()
-    if labelled <= 0:
-        raise GalaxySkipped("no star particle has an in-situ/ex-situ label in StellarAssembly")
-    exsitu_global = float(mass_msun[flags == 0].sum() / labelled)
     half_width = maps_config["fov_half_mass_radii"] * half_mass_radius_kpc
     views = [
         project_galaxy_maps(pos_kpc, vel_kms, mass_msun, age_gyr, metallicity, flags, rot,
@@ -270,8 +299,9 @@ def iter_batch_particles(
     header: tng.SnapshotHeader,
     galaxies: pd.DataFrame,
     max_read_gap_particles: int,
+    fields: Sequence[str] = tng.STAR_FIELDS,
 ) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]:
-    """Yield (row index, PartType4 fields, InSitu flags) for every galaxy of a batch.
+    """Yield (row index, PartType4 ``fields``, InSitu flags) for every galaxy of a batch.
 
     Galaxies close in particle order share one contiguous ``loadSubset`` read (and one
     StellarAssembly slice, checked against the snapshot's ParticleIDs) instead of one read each.
@@ -280,13 +310,14 @@ def iter_batch_particles(
     sa_path = tng.check_stellar_assembly(base_path, header)
     offsets = galaxies["offset_part4"].to_numpy()
     lengths = galaxies["n_part4"].to_numpy()
-    fields = [*tng.STAR_FIELDS, "ParticleIDs"]
+    read_fields = [*fields, "ParticleIDs"]
     for start, stop, members in read_ranges(offsets, lengths, max_read_gap_particles):
-        stars = tng.load_star_range(base_path, header, chunk_offsets, start, stop - start, fields)
+        stars = tng.load_star_range(base_path, header, chunk_offsets, start, stop - start,
+                                    read_fields)
         insitu = tng.load_insitu_range(sa_path, start, stop - start, stars["ParticleIDs"])
         for i in members:
             sl = slice(int(offsets[i]) - start, int(offsets[i] + lengths[i]) - start)
-            yield int(i), {f: stars[f][sl] for f in tng.STAR_FIELDS}, insitu[sl]
+            yield int(i), {f: stars[f][sl] for f in fields}, insitu[sl]
 
 
 def map_batch(
@@ -296,7 +327,11 @@ def map_batch(
     config: dict[str, Any],
     progress: bool = True,
 ) -> tuple[dict[int, GalaxyResult], dict[int, str]]:
-    """Read and map every galaxy of a batch: results and skip reasons keyed by row index."""
+    """Read and map every galaxy of a batch: results and skip reasons keyed by row index.
+
+    ``galaxies`` needs an ``n_views`` column (lines of sight per galaxy, from the balancing
+    plan) besides the catalog's columns.
+    """
     maps_cfg = config["maps"]
     results: dict[int, GalaxyResult] = {}
     reasons: dict[int, str] = {}
@@ -315,7 +350,7 @@ def map_batch(
                 np.array([row.vel_x_kms, row.vel_y_kms, row.vel_z_kms]),
                 float(row.half_mass_radius_kpc),
                 galaxy_rotations(config["seed"], header.snapshot, int(row.subhalo_id),
-                                 maps_cfg["n_views"]),
+                                 int(row.n_views)),
                 maps_cfg,
             )
         except GalaxySkipped as skip:
@@ -323,6 +358,51 @@ def map_batch(
             log.warning("snapshot %d subhalo %d skipped: %s", header.snapshot, row.subhalo_id,
                         skip)
     return results, reasons
+
+
+def measure_batch(
+    base_path: str | Path,
+    snapshot: int,
+    catalog_csv: str | Path,
+    batch: int,
+    config: dict[str, Any],
+    out_csv: str | Path,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Global ex-situ fraction of every galaxy in one batch of one snapshot (workflow step 2).
+
+    Reads only star masses, formation times and the StellarAssembly flags; a galaxy that cannot
+    be used (too few star particles, non-finite values, no labels) gets ``status='skipped'``
+    and the reason, so that it is never planned any view.
+    """
+    header = tng.read_snapshot_header(base_path, snapshot)
+    catalog = pd.read_csv(catalog_csv)
+    galaxies = catalog[catalog["batch"] == batch].reset_index(drop=True)
+    rows = []
+    particles = iter_batch_particles(base_path, header, galaxies,
+                                     config["tng"]["max_read_gap_particles"], MEASURE_FIELDS)
+    desc = f"snapshot {header.snapshot:03d}: measuring galaxies"
+    for i, stars, insitu in tqdm(particles, total=len(galaxies), desc=desc, unit="galaxy",
+                                 disable=not progress, mininterval=2.0):
+        row = galaxies.iloc[i]
+        entry = {"snapshot": int(snapshot), "subhalo_id": int(row.subhalo_id),
+                 "batch": int(batch), "status": "measured", "reason": "",
+                 "stellar_mass_msun": float(row.stellar_mass_msun),
+                 "exsitu_fraction_global": np.nan, "n_star_particles": -1,
+                 "n_wind_particles": -1}
+        try:
+            frac, n_star, n_wind = global_exsitu_fraction(
+                stars, insitu, header.hubble_param, config["maps"]["min_star_particles"])
+            entry.update(exsitu_fraction_global=frac, n_star_particles=n_star,
+                         n_wind_particles=n_wind)
+        except GalaxySkipped as skip:
+            entry.update(status="skipped", reason=str(skip))
+            log.warning("snapshot %d subhalo %d skipped: %s", snapshot, row.subhalo_id, skip)
+        rows.append(entry)
+    out = pd.DataFrame(rows, columns=MEASURE_COLUMNS).sort_values("subhalo_id", kind="stable")
+    with atomic_output(out_csv) as tmp:
+        out.to_csv(tmp, index=False)
+    return out
 
 
 def extract_batch(
@@ -333,17 +413,44 @@ def extract_batch(
     config: dict[str, Any],
     out_h5: str | Path,
     out_csv: str | Path,
+    plan_csv: str | Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Maps of every galaxy in one batch of one snapshot (workflow step 2).
+    """Maps of every galaxy in one batch of one snapshot (workflow step 3).
 
-    Writes ``out_h5`` (per-sample maps) and ``out_csv`` (one row per galaxy, with skip reasons).
+    The number of lines of sight per galaxy comes from the balancing plan ``plan_csv``
+    (:func:`simbridge.dataset.balance.write_view_plan`); galaxies the plan marks as skipped are
+    recorded with its reason and not read. Without a plan every galaxy gets
+    ``balancing.min_views`` views. Writes ``out_h5`` (per-sample maps) and ``out_csv`` (one row
+    per galaxy, with skip reasons).
     """
     header = tng.read_snapshot_header(base_path, snapshot)
     catalog = pd.read_csv(catalog_csv)
     galaxies = catalog[catalog["batch"] == batch].reset_index(drop=True)
+    reasons: dict[int, str] = {}
+    if plan_csv is None:
+        galaxies["n_views"] = int(config["balancing"]["min_views"])
+    else:
+        plan = pd.read_csv(plan_csv, keep_default_na=False, na_values=[""])
+        plan = plan[plan["snapshot"] == snapshot].set_index("subhalo_id")
+        missing = sorted(set(galaxies["subhalo_id"]) - set(plan.index))
+        if missing:
+            raise SimBridgeInputError(
+                f"the balancing plan has no row for subhalos {missing[:5]} of snapshot "
+                f"{snapshot}", plan_csv,
+                "the plan is older than the galaxy catalog: rerun the workflow "
+                "(snakemake --rerun-incomplete) so that it is rebuilt")
+        planned = plan.loc[galaxies["subhalo_id"]]
+        galaxies["n_views"] = planned["n_views"].to_numpy(dtype=np.int64)
+        for i, (status, reason) in enumerate(zip(planned["status"], planned["reason"],
+                                                 strict=True)):
+            if status != "measured":
+                reasons[i] = str(reason)
     npix = config["maps"]["npix"]
-    results, reasons = map_batch(base_path, header, galaxies, config, progress)
+    todo = galaxies.drop(index=list(reasons)).reset_index()
+    mapped, skipped = map_batch(base_path, header, todo, config, progress)
+    results = {int(todo.loc[k, "index"]): res for k, res in mapped.items()}
+    reasons.update({int(todo.loc[k, "index"]): why for k, why in skipped.items()})
     sa_path = tng.stellar_assembly_path(base_path, snapshot)
 
     rows = []
@@ -371,7 +478,7 @@ def extract_batch(
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
     with atomic_output(out_h5) as tmp, h5py.File(tmp, "w") as h5:
-        _create_sample_datasets(h5, sample, npix)
+        create_sample_datasets(h5, sample, npix)
         k = 0
         for i in range(len(galaxies)):
             res = results.get(i)
@@ -413,8 +520,13 @@ def _input_files(base_path: str | Path, header: tng.SnapshotHeader, sa_path: Pat
     return files
 
 
-def _create_sample_datasets(h5: h5py.File, n: int, npix: int) -> None:
-    """Create the per-sample datasets, chunked one sample per chunk for random access."""
+def create_sample_datasets(
+    h5: h5py.File, n: int, npix: int, extra_fields: dict[str, tuple[str, str]] | None = None
+) -> None:
+    """Create the per-sample datasets, chunked one sample per chunk for random access.
+
+    ``extra_fields`` adds 1-d per-sample datasets (name -> (dtype, units)).
+    """
     def maps(name: str, shape: tuple[int, ...], dtype: str, unit: str) -> None:
         ds = h5.create_dataset(name, shape=(n, *shape), dtype=dtype,
                                chunks=(1, *shape) if n else None,
@@ -428,77 +540,6 @@ def _create_sample_datasets(h5: h5py.File, n: int, npix: int) -> None:
     maps("particle_count", (npix, npix), "i4", MAP_UNITS["particle_count"])
     maps("galaxy_mask", (npix, npix), "u1", "1 if the pixel holds enough particles, else 0")
     maps("rotation", (3, 3), "f8", "rows: image x, image y, line of sight (unit vectors)")
-    for name, (dtype, unit) in SAMPLE_FIELDS.items():
+    for name, (dtype, unit) in {**SAMPLE_FIELDS, **(extra_fields or {})}.items():
         ds = h5.create_dataset(name, shape=(n,), dtype=dtype, track_times=False)
         ds.attrs["units"] = unit
-
-
-# --------------------------------------------------------------------------- merge
-
-def merge_batches(
-    batch_h5: Sequence[str | Path],
-    batch_csv: Sequence[str | Path],
-    catalog_csv: Sequence[str | Path],
-    config: dict[str, Any],
-    out_h5: str | Path,
-    out_manifest: str | Path,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Concatenate batch files into one maps file plus the galaxy manifest (workflow step 3)."""
-    counts = []
-    inputs: list[str] = []
-    for path in batch_h5:
-        with tng.open_hdf5(path, "maps batch") as h5:
-            counts.append(h5["conditions"].shape[0])
-            inputs += [str(s) for s in h5["provenance"].attrs["input_files"]]
-    total = int(sum(counts))
-    npix = config["maps"]["npix"]
-    frames = []
-    offset = 0
-    for path, n in zip(batch_csv, counts, strict=True):
-        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        df.loc[df["first_sample"] >= 0, "first_sample"] += offset
-        frames.append(df)
-        offset += n
-    for path in catalog_csv:  # galaxies skipped already at selection
-        cat = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        cat = cat[cat["status"] == "skipped"]
-        frames.append(pd.DataFrame({
-            "simulation": config["tng"]["simulation_name"], "snapshot": cat["snapshot"],
-            "redshift": cat["redshift"], "subhalo_id": cat["subhalo_id"], "status": "skipped",
-            "reason": cat["reason"], "stellar_mass_msun": cat["stellar_mass_msun"],
-            "half_mass_radius_kpc": cat["half_mass_radius_kpc"],
-            "exsitu_fraction_global": np.nan, "n_star_particles": -1, "n_wind_particles": -1,
-            "n_views": 0, "first_sample": -1, "batch": -1,
-        }))
-    manifest = pd.concat(frames, ignore_index=True)[MANIFEST_COLUMNS]
-    order = {s: i for i, s in enumerate(config["tng"]["snapshots"])}
-    manifest = manifest.sort_values(
-        ["snapshot", "subhalo_id"], key=lambda c: c.map(order) if c.name == "snapshot" else c,
-        kind="stable",
-    ).reset_index(drop=True)
-
-    with atomic_output(out_h5) as tmp, h5py.File(tmp, "w") as out:
-        _create_sample_datasets(out, total, npix)
-        k = 0
-        for path, n in tqdm(list(zip(batch_h5, counts, strict=True)), desc="merging batches",
-                            unit="batch", disable=not progress):
-            with h5py.File(path, "r") as src:
-                for name in src:
-                    if name != "provenance":
-                        out[name][k:k + n] = src[name][...]
-            k += n
-        out.attrs["n_samples"] = total
-        out.attrs["n_galaxies"] = int((manifest["status"] == "extracted").sum())
-        out.attrs["fov_definition"] = (
-            "maps span [-f, +f] * stellar half-mass radius on both axes, "
-            f"f = maps.fov_half_mass_radii = {config['maps']['fov_half_mass_radii']}"
-        )
-        out.attrs["pixel_convention"] = (
-            "array index [iy, ix]: row = image y (rotation row 1), column = image x (rotation "
-            "row 0); los velocity > 0 is receding along rotation row 2"
-        )
-        write_provenance(out, config, config["seed"], sorted(set(inputs)))
-    with atomic_output(out_manifest) as tmp:
-        manifest.to_csv(tmp, index=False)
-    return manifest

@@ -1,7 +1,8 @@
-"""Report figures: example maps and global ex-situ fractions."""
+"""Report figures: example maps, global ex-situ fractions, balancing and splits."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -24,9 +25,15 @@ _PANELS = (
 )
 
 
-def choose_example_galaxies(manifest: pd.DataFrame, n: int) -> pd.DataFrame:
-    """Extracted galaxies of the first snapshot spanning the range of global ex-situ fraction."""
+def choose_example_galaxies(manifest: pd.DataFrame, n: int,
+                            split: str | None = None) -> pd.DataFrame:
+    """Extracted galaxies of the first snapshot spanning the range of global ex-situ fraction.
+
+    With ``split``, only galaxies of that split (``first_sample`` then indexes its file).
+    """
     done = manifest[manifest["status"] == "extracted"]
+    if split is not None:
+        done = done[done["split"] == split]
     if done.empty:
         raise ValueError("the manifest holds no extracted galaxy to plot")
     done = done[done["snapshot"] == done["snapshot"].iloc[0]].sort_values("exsitu_fraction_global")
@@ -35,10 +42,13 @@ def choose_example_galaxies(manifest: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def plot_example_maps(maps_h5: str | Path, manifest_csv: str | Path, out_png: str | Path,
-                      n_galaxies: int = 4) -> None:
-    """Grid of the five condition maps and the ex-situ map for a few galaxies (first view)."""
-    manifest = pd.read_csv(manifest_csv)
-    picks = choose_example_galaxies(manifest, n_galaxies)
+                      n_galaxies: int = 4, split: str | None = None) -> None:
+    """Grid of the five condition maps and the ex-situ map for a few galaxies (first view).
+
+    ``maps_h5`` is a split file when ``split`` is given (the manifest's first_sample indexes it).
+    """
+    manifest = pd.read_csv(manifest_csv, keep_default_na=False, na_values=[""])
+    picks = choose_example_galaxies(manifest, n_galaxies, split)
     ncol = len(_PANELS) + 1
     fig, axes = plt.subplots(len(picks), ncol, figsize=(2.6 * ncol, 2.5 * len(picks)),
                              squeeze=False, constrained_layout=True)
@@ -85,7 +95,7 @@ def plot_example_maps(maps_h5: str | Path, manifest_csv: str | Path, out_png: st
 
 def plot_exsitu_fraction_vs_mass(manifest_csv: str | Path, out_png: str | Path) -> None:
     """Global ex-situ fraction against stellar mass, per snapshot, with a running median."""
-    manifest = pd.read_csv(manifest_csv)
+    manifest = pd.read_csv(manifest_csv, keep_default_na=False, na_values=[""])
     done = manifest[manifest["status"] == "extracted"]
     fig, ax = plt.subplots(figsize=(5.5, 4.2), constrained_layout=True)
     for snap, grp in done.groupby("snapshot", sort=False):
@@ -106,6 +116,66 @@ def plot_exsitu_fraction_vs_mass(manifest_csv: str | Path, out_png: str | Path) 
     ax.set_title(f"{len(done)} galaxies extracted, {n_skipped} skipped (see manifest)",
                  fontsize=9)
     ax.legend(fontsize=8)
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+_SPLIT_COLOURS = {"train": "#4C72B0", "validation": "#DD8452", "test": "#55A868"}
+
+
+def plot_balancing(summary_json: str | Path, manifest_csv: str | Path,
+                   out_png: str | Path) -> None:
+    """Before/after balancing histograms of global ex-situ fraction, views per bin, splits."""
+    summary = json.loads(Path(summary_json).read_text())
+    manifest = pd.read_csv(manifest_csv, keep_default_na=False, na_values=[""])
+    edges = np.asarray(summary["bin_edges"])
+    centres, widths = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+
+    ax = axes[0]
+    before = np.asarray(summary["samples_per_bin_unbalanced"])
+    after = np.asarray(summary["samples_per_bin"])
+    ax.bar(centres - widths / 4, before, width=widths / 2, color="0.6",
+           label=f"before: {summary['min_views']} views each ({before.sum()} samples)")
+    ax.bar(centres + widths / 4, after, width=widths / 2, color="#C44E52",
+           label=f"after balancing ({after.sum()} samples)")
+    ax.set_yscale("log")
+    ax.set_xlabel("global ex-situ mass fraction")
+    ax.set_ylabel("samples per bin")
+    ax.set_title(f"{summary['n_galaxies']} galaxies, all snapshots", fontsize=9)
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    counts = np.asarray(summary["galaxies_per_bin"])
+    views = np.asarray(summary["views_per_galaxy"])
+    ax.bar(centres, views, width=widths * 0.9, color="#8172B3")
+    for x, v, c in zip(centres, views, counts, strict=True):
+        if c:
+            ax.text(x, v, f"{c}", ha="center", va="bottom", fontsize=7)
+    ax.axhline(summary["max_views"], color="k", ls=":", lw=1, label="max_views")
+    ax.set_xlabel("global ex-situ mass fraction")
+    ax.set_ylabel("lines of sight per galaxy")
+    ax.set_title("views per galaxy (numbers: galaxies in the bin)", fontsize=9)
+    ax.legend(fontsize=8)
+
+    ax = axes[2]
+    done = manifest[manifest["status"] == "extracted"]
+    bottom = np.zeros(len(centres))
+    for split, colour in _SPLIT_COLOURS.items():
+        part = done[done["split"] == split]
+        per_bin = np.bincount(part["exsitu_bin"].to_numpy(dtype=np.int64),
+                              weights=part["n_views"].to_numpy(dtype=np.float64),
+                              minlength=len(centres))[:len(centres)]
+        ax.bar(centres, per_bin, width=widths * 0.9, bottom=bottom, color=colour,
+               label=f"{split}: {part['n_views'].sum()} samples, {len(part)} galaxies")
+        bottom += per_bin
+    ax.set_xlabel("global ex-situ mass fraction")
+    ax.set_ylabel("samples per bin")
+    ax.set_title("samples per split (grouped by physical galaxy)", fontsize=9)
+    ax.legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlim(edges[0], edges[-1])
     with atomic_output(out_png) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -9,11 +9,17 @@ Two layers:
   given are derived from the particles (masses, half-mass radii, velocities, photometrics, SO
   masses), with TNG's conventions: wind-phase cells count as stars in ``*LenType`` but as gas
   in ``*MassType`` and ``SubhaloHalfmassRadType`` (TNG data specifications).
+* :func:`write_sublink_trees` writes SubLink merger trees (``postprocessing/trees/SubLink/
+  tree_extended.K.hdf5``, depth-first, main progenitor = highest mass history) and their
+  ``Subhalo/SubLink/*`` offsets, for given descendant links, so that
+  ``illustris_python.sublink.loadTree`` reads them as on TNG.
 * :func:`generate_demo_universe` draws a small universe of disk galaxies with an accreted
   (ex-situ) stellar halo, at several snapshots linked through particle IDs, and writes it with
   the low-level writer. The physics is a toy chosen so that the ex-situ mass map is learnable
   from the other maps: ex-situ stars are older, metal-poorer, more extended and
-  dispersion-dominated, and their fraction rises with stellar mass.
+  dispersion-dominated, and their fraction rises with stellar mass. Its merger trees come from
+  the generator's own bookkeeping (which galaxy and piece each subhalo is), not from particle
+  IDs, so they are an independent reference for particle-ID linking.
 
 Toy stellar photometrics: ``log10(M/L_band) = c0 + c_age log10(age/Gyr) + c_Z log10(Z/0.0127)``
 per band U, B, V, K, g, r, i, z (coefficients below, roughly BC03-like slopes, NOT BC03), and
@@ -31,7 +37,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from simbridge.errors import SimBridgeConfigError
 from simbridge.sims.tng import fof_offsets
@@ -136,7 +142,7 @@ def write_tng_snapshot(
     insitu: np.ndarray | None,
     n_snapshot_chunks: int = 3,
     n_catalog_chunks: int = 2,
-) -> None:
+) -> tuple[dict[str, NDArray], dict[str, NDArray]]:
     """Write one snapshot, its group catalog, offsets and (optionally) StellarAssembly file.
 
     ``output_dir`` is ``<sim>/output`` (illustris_python's basePath). Inputs are in code units
@@ -146,6 +152,7 @@ def write_tng_snapshot(
     ``subhalos`` needs SubhaloLenType; missing catalog fields are derived from the particles.
     ``insitu`` is the StellarAssembly InSitu flag per PartType4 element (1, 0, or -1 for wind
     and elements outside subhalos), or None to write no StellarAssembly file.
+    Returns the (groups, subhalos) catalog as written, derived fields included.
     Raises ValueError on inconsistent inputs.
     """
     output_dir = Path(output_dir)
@@ -177,6 +184,7 @@ def write_tng_snapshot(
     if ins is not None:
         _write_stellar_assembly(post / "StellarAssembly" / f"stars_{snap:03d}.hdf5", parts.get(4),
                                 ins, sub_off, sub["SubhaloLenType"])
+    return grp, sub
 
 
 def _dataset(parent: h5py.Group, name: str, data: NDArray) -> h5py.Dataset:
@@ -628,6 +636,255 @@ def _write_stellar_assembly(
 
 
 # ----------------------------------------------------------------------------------------------
+# SubLink merger trees
+# ----------------------------------------------------------------------------------------------
+
+#: Tree files the demo writes; every tree lies whole in one file, as in TNG.
+N_SUBLINK_FILES = 2
+# ID layout of nelson-group/sublink (SubhaloTrees/TreesClasses.hpp): TreeID = file * 1e16 +
+# (tree index in file) * 1e8, SubhaloID = TreeID + row in tree, SubhaloIDRaw = snap * 1e12 + id
+_SUBLINK_FILE_STRIDE = 10**16
+_SUBLINK_TREE_STRIDE = 10**8
+_SUBLINK_RAW_STRIDE = 10**12
+
+
+@dataclass
+class _SubLinkLayout:
+    """Depth-first SubLink trees over nodes 0..N-1: links are node indices, -1 for none."""
+
+    rows_per_file: list[NDArray]
+    subhalo_id: NDArray
+    tree_id: NDArray
+    first_progenitor: NDArray
+    next_progenitor: NDArray
+    last_progenitor: NDArray
+    main_leaf_progenitor: NDArray
+    root_descendant: NDArray
+    first_in_fof: NDArray
+    next_in_fof: NDArray
+    mass_history: NDArray
+
+
+def _sublink_layout(
+    snap: NDArray, subfind: NDArray, descendant: NDArray, mass: NDArray, group: NDArray,
+    n_files: int,
+) -> _SubLinkLayout:
+    """Arrange nodes into SubLink trees as nelson-group/sublink's build_trees does.
+
+    The main (first) progenitor is the one with the highest MassHistory (own mass plus the
+    main progenitor's MassHistory; De Lucia & Blaizot 2007); the other progenitors follow in
+    decreasing MassHistory through NextProgenitor, as do the subhalos of a FoF group. A tree
+    holds the branches of the subhalos of one FoF group at the last snapshot (in subfind
+    order), plus branches that end earlier, joined to the tree of their FoF group's first
+    subhalo. Rows are depth-first: each subhalo, then its first progenitor's subtree, then the
+    next progenitors' subtrees. Trees go largest first into ``n_files`` files.
+    """
+    n = len(snap)
+    by_time = np.lexsort((subfind, snap))  # snapshot, then subfind index: build_trees' order
+    mass_history = np.zeros(n)
+    progenitors: list[list[int]] = [[] for _ in range(n)]
+    for i in by_time.tolist():
+        progs = progenitors[i]
+        progs.sort(key=lambda q: -mass_history[q])  # stable: ties keep (snap, subfind) order
+        mass_history[i] = mass[i] + (mass_history[progs[0]] if progs else 0.0)
+        if descendant[i] >= 0:
+            progenitors[int(descendant[i])].append(i)
+    first_prog = np.full(n, -1, dtype=np.int64)
+    next_prog = np.full(n, -1, dtype=np.int64)
+    for i, progs in enumerate(progenitors):
+        if progs:
+            first_prog[i] = progs[0]
+            next_prog[progs[:-1]] = progs[1:]
+    first_in_fof = np.full(n, -1, dtype=np.int64)
+    next_in_fof = np.full(n, -1, dtype=np.int64)
+    members: dict[tuple[int, int], list[int]] = {}
+    for i in by_time.tolist():
+        members.setdefault((int(snap[i]), int(group[i])), []).append(i)
+    for subs in members.values():
+        subs.sort(key=lambda q: -mass_history[q])
+        first_in_fof[subs] = subs[0]
+        next_in_fof[subs[:-1]] = subs[1:]
+
+    tree_of = np.full(n, -1, dtype=np.int64)
+    root_desc = np.full(n, -1, dtype=np.int64)
+    last_prog = np.full(n, -1, dtype=np.int64)
+    main_leaf = np.full(n, -1, dtype=np.int64)
+    trees: list[list[int]] = []
+
+    def add_recursive(t: int, i: int) -> None:
+        tree_of[i] = t
+        trees[t].append(i)
+        root_desc[i] = i if descendant[i] < 0 else root_desc[descendant[i]]
+        for q in progenitors[i]:
+            add_recursive(t, q)
+        main_leaf[i] = main_leaf[progenitors[i][0]] if progenitors[i] else i
+        last_prog[i] = trees[t][-1]
+
+    # first pass: one tree per FoF group of the last snapshot, in group order
+    last = by_time[snap[by_time] == snap.max()].tolist()
+    tree_of_group: dict[int, int] = {}
+    for g in sorted({int(group[i]) for i in last}):
+        tree_of_group[g] = len(trees)
+        trees.append([])
+    for i in last:
+        add_recursive(tree_of_group[int(group[i])], i)
+    # second pass: branches that end before the last snapshot join their FoF group's tree
+    for i in np.lexsort((subfind, -snap)).tolist():  # latest snapshot first
+        f = int(first_in_fof[i])
+        if tree_of[f] < 0:
+            trees.append([])
+            add_recursive(len(trees) - 1, f)
+        if tree_of[i] < 0:
+            add_recursive(int(tree_of[f]), i)
+        elif tree_of[i] != tree_of[f]:
+            keep, drop = int(tree_of[f]), int(tree_of[i])
+            if len(trees[drop]) > len(trees[keep]):
+                keep, drop = drop, keep
+            tree_of[trees[drop]] = keep
+            trees[keep].extend(trees[drop])
+            trees[drop] = []
+
+    trees = sorted((t for t in trees if t), key=len, reverse=True)  # stable: ties keep order
+    sizes = np.array([len(t) for t in trees], dtype=np.int64)
+    if sizes.size and sizes.max() >= _SUBLINK_TREE_STRIDE:
+        raise ValueError("a SubLink tree may hold at most 1e8 subhalos")
+    # contiguous runs of trees, about equal in rows, one run per file
+    before = np.cumsum(sizes) - sizes
+    file_of_tree = np.minimum(before * max(1, n_files) // max(1, n), max(1, n_files) - 1)
+    file_of_tree = np.unique(file_of_tree, return_inverse=True)[1]  # no empty file
+    subhalo_id = np.full(n, -1, dtype=np.int64)
+    tree_id = np.full(n, -1, dtype=np.int64)
+    rows_per_file: list[list[int]] = [[] for _ in range(int(file_of_tree.max()) + 1)]
+    for k, (nodes, f) in enumerate(zip(trees, file_of_tree.tolist(), strict=True)):
+        k_in_file = k - int(np.searchsorted(file_of_tree, f))
+        tid = f * _SUBLINK_FILE_STRIDE + k_in_file * _SUBLINK_TREE_STRIDE
+        tree_id[nodes] = tid
+        subhalo_id[nodes] = tid + np.arange(len(nodes))
+        rows_per_file[f].extend(nodes)
+    return _SubLinkLayout(
+        rows_per_file=[np.array(r, dtype=np.int64) for r in rows_per_file],
+        subhalo_id=subhalo_id, tree_id=tree_id, first_progenitor=first_prog,
+        next_progenitor=next_prog, last_progenitor=last_prog, main_leaf_progenitor=main_leaf,
+        root_descendant=root_desc, first_in_fof=first_in_fof, next_in_fof=next_in_fof,
+        mass_history=mass_history,
+    )
+
+
+def write_sublink_trees(
+    sim_dir: Path,
+    snapnum: ArrayLike,
+    subfind_id: ArrayLike,
+    descendant: ArrayLike,
+    catalogs: dict[int, tuple[dict[str, NDArray], dict[str, NDArray]]],
+    n_files: int = N_SUBLINK_FILES,
+    tree_name: str = "SubLink",
+) -> list[Path]:
+    """Write SubLink trees ``postprocessing/trees/<tree_name>/tree_extended.K.hdf5`` and offsets.
+
+    Node i is subhalo ``subfind_id[i]`` of snapshot ``snapnum[i]``; ``descendant[i]`` is the
+    node index of its descendant at a later snapshot (a skipped snapshot is allowed), or -1.
+    ``catalogs`` maps every written snapshot to its (groups, subhalos) catalog as returned by
+    :func:`write_tng_snapshot`. Columns follow TNG's tree_extended files (dtypes of
+    nelson-group/sublink): the minimal SubLink fields, every Subhalo field and the Group fields
+    of the subhalo's FoF group. As SubLink follows dark matter, Mass is SubhaloMassType[:, 1]
+    and NumParticles SubhaloLenType[:, 1]. Each snapshot's offsets file gains
+    ``Subhalo/<tree_name>/{RowNum, SubhaloID, LastProgenitorID}`` (int64, -1 for subhalos in
+    no tree; RowNum counts rows across all tree files). Returns the tree file paths.
+    """
+    sim_dir = Path(sim_dir)
+    snap = np.asarray(snapnum, dtype=np.int64)
+    sub = np.asarray(subfind_id, dtype=np.int64)
+    desc = np.asarray(descendant, dtype=np.int64)
+    n = len(snap)
+    if sub.shape != (n,) or desc.shape != (n,):
+        raise ValueError("snapnum, subfind_id and descendant must be 1-D of equal length")
+    if n == 0:
+        raise ValueError("no subhalos given: a SubLink tree needs at least one")
+    missing = sorted(set(snap.tolist()) - set(catalogs))
+    if missing:
+        raise ValueError(f"no catalog given for snapshots {missing}")
+    if len({(int(a), int(b)) for a, b in zip(snap, sub, strict=True)}) != n:
+        raise ValueError("a (snapnum, subfind_id) pair appears twice")
+    n_sub = {s: len(catalogs[s][1]["SubhaloLenType"]) for s in catalogs}
+    if (sub < 0).any() or any(sub[i] >= n_sub[int(snap[i])] for i in range(n)):
+        raise ValueError("subfind_id out of range of its snapshot's catalog")
+    linked = desc >= 0
+    if ((desc < -1) | (desc >= n)).any() or (snap[desc[linked]] <= snap[linked]).any():
+        raise ValueError("each descendant must be a node index (or -1) at a later snapshot")
+
+    def from_catalog(kind: int, name: str, index: NDArray, snaps: NDArray) -> NDArray:
+        """Catalog field ``name`` (kind 0: Group, 1: Subhalo) at ``index`` of each snapshot."""
+        template = np.asarray(catalogs[int(snaps[0])][kind][name])
+        out = np.zeros((len(index), *template.shape[1:]), dtype=template.dtype)
+        for s in np.unique(snaps).tolist():
+            here = snaps == s
+            out[here] = np.asarray(catalogs[s][kind][name])[index[here]]
+        return out
+
+    offsets_dir = sim_dir / "postprocessing" / "offsets"
+    absent = [s for s in sorted(catalogs) if not (offsets_dir / f"offsets_{s:03d}.hdf5").is_file()]
+    if absent:
+        raise ValueError(f"write the snapshots first: no offsets file for snapshots {absent}")
+    grnr = from_catalog(1, "SubhaloGrNr", sub, snap).astype(np.int64)
+    mass = from_catalog(1, "SubhaloMassType", sub, snap)[:, 1].astype(f8)
+    lay = _sublink_layout(snap, sub, desc, mass, grnr, int(n_files))
+
+    def ids_of(links: NDArray) -> NDArray:
+        return np.where(links >= 0, lay.subhalo_id[np.maximum(links, 0)], -1).astype(np.int64)
+
+    tree_dir = sim_dir / "postprocessing" / "trees" / tree_name
+    tree_dir.mkdir(parents=True, exist_ok=True)
+    paths, row_start, global_row = [], 0, np.full(n, -1, dtype=np.int64)
+    sub_fields, grp_fields = sorted(catalogs[int(snap[0])][1]), sorted(catalogs[int(snap[0])][0])
+    for k, rows in enumerate(lay.rows_per_file):
+        s, i = snap[rows], sub[rows]
+        columns: dict[str, NDArray] = {
+            "SubhaloID": lay.subhalo_id[rows],
+            "SubhaloIDRaw": (s * _SUBLINK_RAW_STRIDE + i).astype(np.int64),
+            "LastProgenitorID": ids_of(lay.last_progenitor[rows]),
+            "MainLeafProgenitorID": ids_of(lay.main_leaf_progenitor[rows]),
+            "RootDescendantID": ids_of(lay.root_descendant[rows]),
+            "TreeID": lay.tree_id[rows],
+            "SnapNum": s.astype(np.int16),
+            "FirstProgenitorID": ids_of(lay.first_progenitor[rows]),
+            "NextProgenitorID": ids_of(lay.next_progenitor[rows]),
+            "DescendantID": ids_of(desc[rows]),
+            "FirstSubhaloInFOFGroupID": ids_of(lay.first_in_fof[rows]),
+            "NextSubhaloInFOFGroupID": ids_of(lay.next_in_fof[rows]),
+            "NumParticles": from_catalog(1, "SubhaloLenType", i, s)[:, 1].astype(np.uint32),
+            "Mass": mass[rows].astype(f4),
+            "MassHistory": lay.mass_history[rows].astype(f4),
+            "SubfindID": i.astype(i4),
+        }
+        for name in sub_fields:
+            columns.setdefault(name, from_catalog(1, name, i, s))
+        for name in grp_fields:
+            columns.setdefault(name, from_catalog(0, name, grnr[rows], s))
+        path = tree_dir / f"tree_extended.{k}.hdf5"
+        with h5py.File(path, "w") as fh:
+            for name in sorted(columns):
+                _dataset(fh, name, columns[name])
+        paths.append(path)
+        global_row[rows] = row_start + np.arange(len(rows))
+        row_start += len(rows)
+
+    for s in sorted(catalogs):
+        here = np.flatnonzero(snap == s)
+        entries = {name: np.full(n_sub[s], -1, dtype=np.int64)
+                   for name in ("RowNum", "SubhaloID", "LastProgenitorID")}
+        entries["RowNum"][sub[here]] = global_row[here]
+        entries["SubhaloID"][sub[here]] = lay.subhalo_id[here]
+        entries["LastProgenitorID"][sub[here]] = ids_of(lay.last_progenitor[here])
+        with h5py.File(offsets_dir / f"offsets_{s:03d}.hdf5", "a") as fh:
+            for name in sorted(entries):
+                key = f"Subhalo/{tree_name}/{name}"
+                if key in fh:
+                    del fh[key]
+                _dataset(fh, key, entries[name])
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
 # Demo universe
 # ----------------------------------------------------------------------------------------------
 
@@ -645,6 +902,7 @@ DEFAULT_DEMO_PARAMS: dict[str, Any] = {
     "n_catalog_chunks": 2,
     "wind_fraction": 0.02,
     "edge_fraction": 0.1,
+    "merger_trees": True,
 }
 
 # Fields written per particle type, so that every galaxy contributes the same columns.
@@ -834,6 +1092,14 @@ def _check_demo_params(params: dict) -> dict[str, Any]:
         problems.append("omega_matter + omega_lambda must be 1 (flat cosmology)")
     if float(p["box_size_ckpc_h"]) <= 0 or float(p["star_particle_mass_msun"]) <= 0:
         problems.append("box_size_ckpc_h and star_particle_mass_msun must be > 0")
+    if not isinstance(p["merger_trees"], bool):
+        problems.append("merger_trees must be true or false")
+    elif p["merger_trees"] and snaps and not problems:
+        by_number = sorted(snaps, key=lambda s: int(s["snapshot"]))
+        if any(float(x["redshift"]) <= float(y["redshift"])
+               for x, y in zip(by_number, by_number[1:], strict=False)):
+            problems.append("merger_trees needs snapshot numbers that increase as redshift "
+                            "decreases (SubLink links each subhalo to a later snapshot)")
     if problems:
         raise SimBridgeConfigError("demo_universe: " + "; ".join(problems))
     return p
@@ -846,8 +1112,10 @@ def generate_demo_universe(sim_dir: Path, params: dict, seed: int) -> dict:
     :data:`DEFAULT_DEMO_PARAMS`). The tree is built in ``<sim_dir>.partial`` and renamed to
     ``sim_dir`` at the end, replacing an existing one. The same seed gives byte-identical
     files. The summary (JSON-serialisable) holds the paths, the effective parameters, one
-    entry per snapshot (counts of galaxies, groups, subhalos, particles) and one per galaxy
-    (stellar mass, ex-situ fraction, subhalo index at each snapshot).
+    entry per snapshot (counts of galaxies, groups, subhalos, particles), one per galaxy
+    (stellar mass, ex-situ fraction, subfind index of its central, of its persistent satellite
+    and of its merging satellite at each snapshot where they exist) and the SubLink tree files
+    (none when ``merger_trees`` is false).
     """
     p = _check_demo_params(params)
     sim_dir = Path(sim_dir)
@@ -856,7 +1124,7 @@ def generate_demo_universe(sim_dir: Path, params: dict, seed: int) -> dict:
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     try:
-        snapshot_summaries, galaxy_summaries = _build_universe(partial, p, int(seed))
+        snapshot_summaries, galaxy_summaries, n_tree_files = _build_universe(partial, p, int(seed))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -879,6 +1147,7 @@ def generate_demo_universe(sim_dir: Path, params: dict, seed: int) -> dict:
                                     f"offsets_{tag}.hdf5")
         entry["stellar_assembly_file"] = str(sim_dir / "postprocessing" / "StellarAssembly" /
                                              f"stars_{tag}.hdf5")
+    tree_dir = sim_dir / "postprocessing" / "trees" / "SubLink"
     return {
         "simulation": "synthetic IllustrisTNG-layout demo universe (SimBridge)",
         "sim_dir": str(sim_dir),
@@ -887,11 +1156,16 @@ def generate_demo_universe(sim_dir: Path, params: dict, seed: int) -> dict:
         "params": p,
         "snapshots": snapshot_summaries,
         "galaxies": galaxy_summaries,
+        "sublink_tree_files": [str(tree_dir / f"tree_extended.{k}.hdf5")
+                               for k in range(n_tree_files)],
     }
 
 
-def _build_universe(root: Path, p: dict, seed: int) -> tuple[list[dict], list[dict]]:
-    """Draw the galaxies, then assemble and write every snapshot under ``root``."""
+def _build_universe(root: Path, p: dict, seed: int) -> tuple[list[dict], list[dict], int]:
+    """Draw the galaxies, write every snapshot under ``root``, then the merger trees.
+
+    Returns the snapshot and galaxy summaries and the number of SubLink tree files written.
+    """
     n_gal = int(p["n_galaxies"])
     h = float(p["hubble_param"])
     box = float(p["box_size_ckpc_h"])
@@ -940,7 +1214,9 @@ def _build_universe(root: Path, p: dict, seed: int) -> tuple[list[dict], list[di
 
     output = root / "output"
     snapshot_summaries = []
-    subhalo_ids: dict[int, dict[str, int]] = {g.index: {} for g in galaxies}
+    # subfind index of each (galaxy, piece kind) at each snapshot, and the catalogs written
+    subhalo_of: dict[int, dict[tuple[int, str], int]] = {}
+    catalogs: dict[int, tuple[dict[str, NDArray], dict[str, NDArray]]] = {}
     for j, s in enumerate(snaps):
         header = {
             "Time": s["a"], "Redshift": s["redshift"], "BoxSize": box, "HubbleParam": h,
@@ -956,14 +1232,18 @@ def _build_universe(root: Path, p: dict, seed: int) -> tuple[list[dict], list[di
             groups_pieces.append((pieces, fuzz))
         outer = _outer_fuzz(fuzz_snapshot_rngs[j], outer_ids, n_outer, box, s["a"], h,
                             m_star_particle)
-        summary, central_ids = _write_demo_snapshot(
+        summary, subhalo_of[s["snapshot"]], catalogs[s["snapshot"]] = _write_demo_snapshot(
             output, s["snapshot"], header, groups_pieces, outer, p)
         summary.update({"redshift": s["redshift"], "scale_factor": s["a"]})
         summary["n_galaxies_above_1e10_msun"] = int(sum(
             g.stars["mass_final_msun"].astype(f8).sum() >= 1e10 for g in galaxies))
         snapshot_summaries.append(summary)
-        for gal_index, sub_id in central_ids.items():
-            subhalo_ids[gal_index][str(s["snapshot"])] = sub_id
+    n_tree_files = (len(_write_demo_trees(root, subhalo_of, catalogs)) if p["merger_trees"]
+                    else 0)
+
+    def ids_of(gal: int, kind: str) -> dict[str, int]:
+        return {str(snap): ids[(gal, kind)] for snap, ids in subhalo_of.items()
+                if (gal, kind) in ids}
 
     galaxy_summaries = []
     for gal in galaxies:
@@ -976,9 +1256,36 @@ def _build_universe(root: Path, p: dict, seed: int) -> tuple[list[dict], list[di
             "straddles_box_edge": gal.straddles_edge,
             "has_satellite": gal.satellite is not None,
             "merger_scale_factor": round(gal.a_merger, 6),
-            "central_subhalo_id": subhalo_ids[gal.index],
+            "central_subhalo_id": ids_of(gal.index, "central"),
+            "satellite_subhalo_id": ids_of(gal.index, "satellite"),
+            "merging_satellite_subhalo_id": ids_of(gal.index, "merging"),
         })
-    return snapshot_summaries, galaxy_summaries
+    return snapshot_summaries, galaxy_summaries, n_tree_files
+
+
+def _write_demo_trees(
+    root: Path, subhalo_of: dict[int, dict[tuple[int, str], int]],
+    catalogs: dict[int, tuple[dict[str, NDArray], dict[str, NDArray]]],
+) -> list[Path]:
+    """SubLink trees from the demo's own bookkeeping, independent of particle IDs.
+
+    Between consecutive snapshots a central descends to its galaxy's central, a persistent
+    satellite to itself, and a merging satellite to itself while it still exists, else to its
+    host's central.
+    """
+    nodes = [(snap, key) for snap in sorted(subhalo_of) for key in sorted(subhalo_of[snap])]
+    index = {node: i for i, node in enumerate(nodes)}
+    later = dict(zip(sorted(subhalo_of), sorted(subhalo_of)[1:], strict=False))
+    descendant = np.full(len(nodes), -1, dtype=np.int64)
+    for i, (snap, (gal, kind)) in enumerate(nodes):
+        if snap not in later:
+            continue
+        nxt = later[snap]
+        merged = kind == "merging" and (gal, kind) not in subhalo_of[nxt]
+        descendant[i] = index[(nxt, (gal, "central") if merged else (gal, kind))]
+    return write_sublink_trees(
+        root, np.array([snap for snap, _ in nodes]),
+        np.array([subhalo_of[snap][key] for snap, key in nodes]), descendant, catalogs)
 
 
 def _make_galaxy(
@@ -1353,8 +1660,12 @@ def _outer_fuzz(
 def _write_demo_snapshot(
     output: Path, snap: int, header: dict, groups_pieces: list[tuple[list[_Piece], _Piece]],
     outer: dict[int, dict[str, NDArray]], p: dict,
-) -> tuple[dict, dict[int, int]]:
-    """Put the pieces in FoF order (groups by decreasing length) and write the snapshot."""
+) -> tuple[dict, dict[tuple[int, str], int], tuple[dict[str, NDArray], dict[str, NDArray]]]:
+    """Put the pieces in FoF order (groups by decreasing length) and write the snapshot.
+
+    Returns the snapshot summary, the subfind index of every (galaxy, piece kind) and the
+    (groups, subhalos) catalog as written.
+    """
     def group_len(item: tuple[list[_Piece], _Piece]) -> int:
         subs, fuzz = item
         return sum(pc.n_total() for pc in subs) + fuzz.n_total()
@@ -1365,7 +1676,7 @@ def _write_demo_snapshot(
     insitu: list[NDArray] = []
     group_len_type, group_nsubs, group_pos = [], [], []
     sub_len_type, sub_pos = [], []
-    central_ids: dict[int, int] = {}
+    subhalo_of: dict[tuple[int, str], int] = {}
     for gi in order:
         subs, fuzz = groups_pieces[gi]
         glt = np.zeros(6, dtype=np.int64)
@@ -1377,8 +1688,7 @@ def _write_demo_snapshot(
                     columns[t][k].append(pc.parts[t][k])
             if pc.kind == "fuzz":
                 continue
-            if pc.kind == "central":
-                central_ids[pc.galaxy] = len(sub_len_type)
+            subhalo_of[(pc.galaxy, pc.kind)] = len(sub_len_type)
             sub_len_type.append(lt)
             sub_pos.append(pc.centre)
             if 4 in pc.parts:
@@ -1391,7 +1701,7 @@ def _write_demo_snapshot(
             columns[t][k].append(fields[k])
     particles = {t: {k: np.concatenate(v) for k, v in cols.items()} for t, cols in columns.items()}
     insitu_all = np.concatenate(insitu)  # every star lives in a subhalo: no outer-fuzz stars
-    write_tng_snapshot(
+    catalog = write_tng_snapshot(
         output, snap, header,
         groups={"GroupLenType": np.array(group_len_type), "GroupNsubs": np.array(group_nsubs),
                 "GroupPos": np.array(group_pos)},
@@ -1410,4 +1720,4 @@ def _write_demo_snapshot(
         "n_star_particles": int((~wind).sum()),
         "n_wind_cells": int(wind.sum()),
     }
-    return summary, central_ids
+    return summary, subhalo_of, catalog

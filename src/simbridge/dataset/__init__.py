@@ -1,0 +1,1 @@
+"""Training-ready datasets: balancing, lineage across snapshots, grouped splits, assembly."""
