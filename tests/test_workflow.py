@@ -297,3 +297,21 @@ def test_killed_run_restarts_without_corrupt_files(tmp_path):
     with h5py.File(tmp_path / f"{DATASET}/train.h5") as h5:
         assert h5["conditions"].shape[0] > 0
     assert not list((tmp_path / "results").rglob("*.partial"))
+
+
+def test_slurm_profile_sizes_every_job_and_asks_gpus_for_training():
+    """Every rule that runs a script has runtime and memory in the SLURM profile."""
+    profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    resources = profile["set-resources"]
+    rules = set()
+    for smk in (ROOT / "workflow/rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(),
+                                     flags=re.M):
+            if "script:" in body or "shell:" in body:
+                rules.add(name)
+    assert {"extract_maps", "build_split", "check_leakage"} <= rules
+    for rule in rules:
+        assert {"runtime", "mem_mb"} <= set(resources.get(rule, {})), rule
+    for rule in ("train_exsitu_cvae", "train_exsitu_flow"):
+        assert resources[rule]["gpu"] >= 1 and resources[rule]["cpus_per_task"] >= 1
+    assert profile["executor"] == "slurm"

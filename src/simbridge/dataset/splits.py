@@ -3,8 +3,8 @@
 The unit of splitting is the lineage group (:mod:`simbridge.dataset.lineage`): all views of a
 galaxy, at every snapshot, with its merged satellites, land in one split. Groups are stratified
 by the ex-situ bin of their mean global ex-situ fraction, shuffled with the configured seed
-inside each stratum, and dealt one by one to the split that is furthest below its target
-fraction (in galaxies), so rare high ex-situ galaxies reach every split.
+inside each stratum, and dealt one by one, rarest stratum first, to the split that is furthest
+below its target fraction (in galaxies), so rare high ex-situ galaxies reach every split.
 """
 
 from __future__ import annotations
@@ -52,8 +52,13 @@ def assign_group_splits(
     ``strata`` and ``sizes`` (galaxies per group) are per group; returns indices into SPLITS.
     """
     rng = np.random.default_rng([int(seed), _SPLIT_SALT])
+    # rarest strata first: their few groups are spread over the splits while every deficit is
+    # still small; the common strata, dealt last, then bring the totals to the fractions
+    labels = np.unique(strata)
+    weight = [sizes[strata == s].sum() for s in labels]
+    ranked = [labels[i] for i in np.lexsort((labels, weight))]
     order = np.concatenate([rng.permutation(np.flatnonzero(strata == s))
-                            for s in np.unique(strata)]) if len(strata) else np.zeros(0, int)
+                            for s in ranked]) if len(strata) else np.zeros(0, int)
     counts = np.zeros(len(fractions))
     out = np.full(len(strata), -1, dtype=np.int64)
     for g in order:

@@ -140,7 +140,6 @@ def plot_balancing(summary_json: str | Path, manifest_csv: str | Path,
            label=f"before: {summary['min_views']} views each ({before.sum()} samples)")
     ax.bar(centres + widths / 4, after, width=widths / 2, color="#C44E52",
            label=f"after balancing ({after.sum()} samples)")
-    ax.set_yscale("log")
     ax.set_xlabel("global ex-situ mass fraction")
     ax.set_ylabel("samples per bin")
     ax.set_title(f"{summary['n_galaxies']} galaxies, all snapshots", fontsize=9)
