@@ -2,6 +2,8 @@
 
 from snakemake.utils import min_version, validate
 
+from simbridge.config import check_config_semantics
+
 min_version("9.0")
 
 
@@ -9,9 +11,23 @@ configfile: "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+check_config_semantics(config)
 
 
 report: "workflow/report/workflow.rst"
+
+
+# Seconds-long bookkeeping jobs run where Snakemake runs instead of waiting in the SLURM queue.
+localrules:
+    all,
+    extraction,
+    dataset,
+    figures,
+    plan_views,
+    assign_splits,
+    dataset_manifest,
+    check_leakage,
+    plot_balancing,
 
 
 include: "workflow/rules/common.smk"

@@ -45,6 +45,23 @@ def test_bad_config_names_the_key(demo_config, section, key, value, named):
         validate_config(bad)
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value", "named"),
+    [
+        ("splits", "fractions", {"train": 0.8, "validation": 0.1, "test": 0.2},
+         "splits.fractions"),
+        ("balancing", "exsitu_fraction_bins", [0.0, 0.5, 0.9], "exsitu_fraction_bins"),
+        ("balancing", "exsitu_fraction_bins", [0.0, 0.6, 0.5, 1.0], "exsitu_fraction_bins"),
+        ("balancing", "max_views", 1, "max_views"),
+    ],
+)
+def test_settings_the_schema_cannot_check_are_checked(demo_config, section, key, value, named):
+    bad = copy.deepcopy(demo_config)
+    bad[section][key] = value
+    with pytest.raises(SimBridgeConfigError, match=named):
+        validate_config(bad)
+
+
 def test_load_config_errors(tmp_path):
     with pytest.raises(SimBridgeConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

@@ -27,8 +27,7 @@ SIM = small_config()["tng"]["simulation_name"]
 #: What Snakemake is asked to build: the extraction stage (its named target rule).
 TARGETS = ["extraction"]
 #: Rules that must have run as SLURM jobs.
-SLURM_RULES = {"demo_universe", "select_galaxies", "measure_galaxies", "plan_views",
-               "extract_maps"}
+SLURM_RULES = {"demo_universe", "select_galaxies", "measure_galaxies", "extract_maps"}
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 #: Memory per job in the test. The profile sizes jobs for TNG100 (up to 16 GB); demo jobs need
 #: a few hundred MB, and with memory consumable (CR_Core_Memory) 16 GB jobs would run one at a

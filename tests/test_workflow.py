@@ -73,6 +73,16 @@ def test_bad_config_stops_before_anything_runs(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_split_fractions_not_summing_to_one_stop_before_anything_runs(tmp_path):
+    cfg = small_config()
+    cfg["splits"]["fractions"]["test"] = 0.3
+    write_config(tmp_path, cfg)
+    proc = run_snakemake(tmp_path, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert "splits.fractions" in proc.stderr and "sum to 1" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("demo_run")
