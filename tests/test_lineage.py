@@ -81,3 +81,12 @@ def test_auto_prefers_trees_and_falls_back_to_particle_ids(universe, tmp_path):
     assert link_set(fallback) == link_set(links)
     with pytest.raises(SimBridgeInputError, match="no SubLink trees"):
         link_galaxies(sim / "output", cats, {**cfg, "lineage": "merger_trees"}, max_gap=10**6)
+
+
+def test_a_single_snapshot_makes_one_group_per_galaxy(universe):
+    base, _, catalogs = universe
+    cfg = {"lineage": "auto", "min_shared_star_fraction": 0.1}
+    lineage, links = link_galaxies(base, {99: catalogs[99]}, cfg, max_gap=10**6)
+    assert links.empty and list(links.columns)[:2] == ["snapshot", "subhalo_id"]
+    assert lineage["lineage_group"].is_unique and (lineage["group_size"] == 1).all()
+    assert len(lineage) == (catalogs[99]["status"] == "selected").sum()

@@ -191,6 +191,11 @@ def link_galaxies(
         n_linked = len(np.unique(e_rows))
         log.info("snapshot %d -> %d (%s): %d links, %d of %d galaxies linked", early, late,
                  method, len(found), n_linked, len(e_ids))
+        if len(e_ids) >= 10 and n_linked < 0.5 * len(e_ids):
+            log.warning(
+                "only %d of %d galaxies of snapshot %d have a selected descendant at snapshot %d"
+                ": are the snapshots far apart, or do particle IDs / trees not match?",
+                n_linked, len(e_ids), early, late)
     labels = union_find_groups(n_total, np.concatenate(pairs) if pairs else np.zeros((0, 2)))
     lineage = pd.concat([
         pd.DataFrame({"snapshot": s, "subhalo_id": sel[s]["subhalo_id"].to_numpy(),
