@@ -146,6 +146,19 @@ def test_grouped_splits_hit_the_fractions_and_keep_strata_in_every_split():
     assert np.any(out != assign_group_splits(strata, sizes, fractions, seed=43))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_small_rare_strata_reach_every_split(seed):
+    strata = np.array([0] * 400 + [1] * 4 + [2] * 3 + [3] * 2)
+    sizes = np.ones(len(strata), dtype=int)
+    out = assign_group_splits(strata, sizes, np.array([0.75, 0.10, 0.15]), seed)
+    assert set(out[strata == 1]) == {0, 1, 2} and set(out[strata == 2]) == {0, 1, 2}
+    got = np.bincount(out, minlength=3) / len(out)
+    np.testing.assert_allclose(got, [0.75, 0.10, 0.15], atol=0.01)
+    # an empty split (fraction 0) is never used, even to spread a stratum
+    out0 = assign_group_splits(strata, sizes, np.array([0.8, 0.0, 0.2]), seed)
+    assert 1 not in set(out0) and set(out0[strata == 1]) == {0, 2}
+
+
 def test_split_fractions_must_sum_to_one():
     with pytest.raises(SimBridgeConfigError, match="sum to 1"):
         split_fractions({"fractions": {"train": 0.8, "validation": 0.1, "test": 0.2}})
@@ -217,3 +230,27 @@ def test_leakage_check_catches_views_of_one_galaxy_in_two_splits():
     assert any("subhalo 0 of snapshot 99 is in splits ['train', 'validation']" in p
                for p in problems)
     assert any("lineage group 0" in p for p in problems)
+
+
+def test_split_assignment_is_gated_by_the_links(tmp_path):
+    """A link that the lineage table missed stops the split before any file is written."""
+    from simbridge.dataset.splits import DatasetLeakageError, write_splits
+
+    plan, lineage = make_plan_and_lineage(60, np.random.default_rng(2))
+    plan.assign(status="measured").to_csv(tmp_path / "plan.csv", index=False)
+    lineage.to_csv(tmp_path / "lineage.csv", index=False)
+    cfg = {"fractions": {"train": 0.75, "validation": 0.10, "test": 0.15}}
+    df = write_splits(tmp_path / "plan.csv", tmp_path / "lineage.csv", cfg, EDGES.tolist(), 1,
+                      tmp_path / "splits.csv")
+    a = df[df["split"] == "train"].iloc[0]
+    b = df[df["split"] == "test"].iloc[0]
+    links = pd.DataFrame({"snapshot": [a.snapshot], "subhalo_id": [a.subhalo_id],
+                          "descendant_snapshot": [b.snapshot],
+                          "descendant_subhalo_id": [b.subhalo_id],
+                          "shared_star_fraction": [0.5], "method": ["particle_ids"]})
+    links.to_csv(tmp_path / "links.csv", index=False)
+    (tmp_path / "splits.csv").unlink()
+    with pytest.raises(DatasetLeakageError, match="leak"):
+        write_splits(tmp_path / "plan.csv", tmp_path / "lineage.csv", cfg, EDGES.tolist(), 1,
+                     tmp_path / "splits.csv", links_csv=tmp_path / "links.csv")
+    assert not (tmp_path / "splits.csv").exists()

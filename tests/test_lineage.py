@@ -90,3 +90,38 @@ def test_a_single_snapshot_makes_one_group_per_galaxy(universe):
     assert links.empty and list(links.columns)[:2] == ["snapshot", "subhalo_id"]
     assert lineage["lineage_group"].is_unique and (lineage["group_size"] == 1).all()
     assert len(lineage) == (catalogs[99]["status"] == "selected").sum()
+
+
+def test_three_snapshots_link_across_an_unselected_middle_galaxy(tmp_path):
+    """SubLink may skip a snapshot, and a galaxy may miss the cut at the middle one: every
+    earlier snapshot is linked to every later one, so the lineage still holds together."""
+    from tests.test_tng_trees import (
+        HAND_N_SUBHALOS,
+        brute_descendant,
+        read_trees,
+        write_hand_built,
+    )
+
+    base = write_hand_built(tmp_path / "sim")
+    catalogs = {s: pd.DataFrame({"subhalo_id": range(n), "status": "selected"})
+                for s, n in HAND_N_SUBHALOS.items()}
+    catalogs[98].loc[0, "status"] = "skipped"  # B, the main progenitor of A at snapshot 98
+    cfg = {"lineage": "merger_trees", "min_shared_star_fraction": 0.1}
+    lineage, links = link_galaxies(base, catalogs, cfg, max_gap=0)
+    trees = read_trees(base)
+    expected = set()
+    snaps = sorted(HAND_N_SUBHALOS)
+    for i, early in enumerate(snaps):
+        for late in snaps[i + 1:]:
+            for sub in range(HAND_N_SUBHALOS[early]):
+                if (early, sub) == (98, 0):
+                    continue
+                desc = brute_descendant(trees, early, sub, late)
+                if desc >= 0 and (late, desc) != (98, 0):
+                    expected.add((early, sub, late, desc))
+    got = set(zip(links["snapshot"], links["subhalo_id"], links["descendant_snapshot"],
+                  links["descendant_subhalo_id"], strict=True))
+    assert got == expected
+    group = lineage.set_index(["snapshot", "subhalo_id"])["lineage_group"]
+    # D (97, 0) reaches A (99, 0) only through the unselected B; F (97, 1) skips 98 altogether
+    assert group[(97, 0)] == group[(99, 0)] == group[(97, 1)]

@@ -216,3 +216,19 @@ def test_read_ranges_merge_small_gaps():
     assert [(s, e) for s, e, _ in ranges] == [(0, 150), (5000, 5110)]
     assert [m.tolist() for *_, m in ranges] == [[0, 1], [2, 3]]
     assert len(read_ranges(offsets, lengths, max_gap=10_000)) == 1
+
+
+def test_read_ranges_respect_a_maximum_length_and_cover_every_galaxy():
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(1, 500, 300)
+    offsets = np.cumsum(lengths + rng.integers(0, 50, 300)) - lengths
+    for max_length in (None, 2000, 10):
+        ranges = read_ranges(offsets, lengths, max_gap=100, max_length=max_length)
+        members = np.sort(np.concatenate([m for _, _, m in ranges]))
+        np.testing.assert_array_equal(members, np.arange(300))
+        for start, stop, m in ranges:
+            assert start == offsets[m].min() and stop == (offsets[m] + lengths[m]).max()
+            if max_length is not None and len(m) > 1:
+                assert stop - start <= max_length
+    assert len(read_ranges(offsets, lengths, 100, max_length=10)) == 300  # one read each
+    assert len(read_ranges(offsets, lengths, 100)) == 1

@@ -427,6 +427,15 @@ def test_missing_trees_or_offsets_give_clear_errors(tmp_path):
         sublink_descendants(base, 97, [0], 99)
 
 
+def test_missing_last_tree_file_is_named_as_a_partial_download(tmp_path):
+    base = write_hand_built(tmp_path / "sim")
+    (tmp_path / "sim/postprocessing/trees/SubLink/tree_extended.1.hdf5").unlink()
+    assert sublink_descendants(base, 97, [0], 99).tolist() == [0]  # rows in file 0 still work
+    with pytest.raises(SimBridgeInputError, match="probably missing") as err:
+        sublink_descendants(base, 97, [5], 99)  # M's tree is in the missing file
+    assert "tree_extended.0-0.hdf5" in str(err.value)
+
+
 def test_offsets_that_disagree_with_the_trees_are_caught(tmp_path):
     base = write_hand_built(tmp_path / "sim")
     with h5py.File(tmp_path / "sim" / "postprocessing" / "offsets" / "offsets_097.hdf5",

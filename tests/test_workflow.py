@@ -221,6 +221,16 @@ def test_regenerating_after_a_config_change_reruns_only_what_depends_on_it(
 
 
 @pytest.mark.slow
+def test_a_reading_setting_reruns_nothing(demo_run, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(demo_run, work)
+    cfg = small_config()
+    cfg["tng"]["max_read_gap_particles"] = 12345
+    write_config(work, cfg)
+    assert planned_jobs(run_snakemake(work, "-n")) == {}
+
+
+@pytest.mark.slow
 def test_leakage_check_fails_the_run_when_a_galaxy_crosses_splits(demo_run, tmp_path):
     """Move the z=0.1 progenitor of one galaxy to another split: the run must stop."""
     work = tmp_path / "w"
@@ -242,7 +252,10 @@ def test_leakage_check_fails_the_run_when_a_galaxy_crosses_splits(demo_run, tmp_
     assert proc.returncode != 0
     assert "leak(s) between dataset splits" in out
     assert f"subhalo {link.subhalo_id} of snapshot {link.snapshot} ({other})" in out
+    assert "the split files were removed" in out
     assert not (work / f"{DATASET}/leakage_check.json").exists()
+    for split in SPLITS:  # no leaky dataset is left under its final name
+        assert not (work / f"{DATASET}/{split}.h5").exists()
 
 
 @pytest.mark.slow

@@ -68,3 +68,14 @@ def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON form of ``config`` (key order does not matter)."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def with_read_settings(settings: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (a rule's params) plus the reading settings of the full ``config``.
+
+    Reading settings change how fast data is read, not what is computed, so they are kept out
+    of rule params (a change to them reruns nothing).
+    """
+    out = copy.deepcopy(dict(settings))
+    out.setdefault("tng", {})["max_read_gap_particles"] = config["tng"]["max_read_gap_particles"]
+    return out

@@ -39,19 +39,28 @@ def tng_archive_input(wildcards) -> list[str]:
     return [sim_path(paths.DEMO_SUMMARY)] if USE_DEMO_UNIVERSE else []
 
 
+# Params are what a rule's outputs depend on: a change reruns the rule and what follows. Reading
+# settings (tng.max_read_gap_particles) change no output, so scripts take them from the config.
+
+
+def selection_config() -> dict:
+    """The settings that determine the galaxy catalogs."""
+    return {k: config["tng"][k] for k in ("stellar_mass_min_msun", "n_batches")}
+
+
 def measure_config() -> dict:
     """The settings that determine the global properties (a change reruns the measurement)."""
-    return {
-        "seed": config["seed"],
-        "tng": config["tng"],
-        "maps": {"min_star_particles": config["maps"]["min_star_particles"]},
-    }
+    return {"maps": {"min_star_particles": config["maps"]["min_star_particles"]}}
 
 
 def extraction_config() -> dict:
     """The settings that determine the maps (a change to any of them reruns extraction)."""
     maps = {k: v for k, v in config["maps"].items() if k != "n_example_galaxies"}
-    return {"seed": config["seed"], "tng": config["tng"], "maps": maps}
+    return {
+        "seed": config["seed"],
+        "tng": {"simulation_name": config["tng"]["simulation_name"]},
+        "maps": maps,
+    }
 
 
 def lineage_config() -> dict:
@@ -61,7 +70,9 @@ def lineage_config() -> dict:
 
 def dataset_config() -> dict:
     """The settings recorded in the split files (maps, balancing and splits)."""
-    return {**extraction_config(), "balancing": config["balancing"], "splits": config["splits"]}
+    settings = extraction_config()
+    settings["tng"]["snapshots"] = config["tng"]["snapshots"]
+    return {**settings, "balancing": config["balancing"], "splits": config["splits"]}
 
 
 def per_batch(template: str) -> list[str]:

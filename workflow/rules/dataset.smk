@@ -8,7 +8,6 @@ rule link_snapshots:
     params:
         base_path=tng_base_path(),
         splits=lineage_config(),
-        max_gap=config["tng"]["max_read_gap_particles"],
     log:
         log_path("link_snapshots"),
     benchmark:
@@ -24,6 +23,7 @@ rule assign_splits:
     input:
         plan=sim_path(paths.TNG_VIEW_PLAN),
         lineage=sim_path(paths.TNG_LINEAGE),
+        links=sim_path(paths.TNG_LINEAGE_LINKS),
     output:
         sim_path(paths.TNG_SPLITS),
     params:
@@ -82,7 +82,7 @@ rule dataset_manifest:
 
 
 rule check_leakage:
-    """Fail the run if any physical galaxy crosses splits (read from the split files)."""
+    """Fail the run (and remove the split files) if a physical galaxy crosses splits."""
     input:
         splits=expand(sim_path(paths.TNG_DATASET_SPLIT), split=paths.SPLITS),
         links=sim_path(paths.TNG_LINEAGE_LINKS),

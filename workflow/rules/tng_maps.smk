@@ -6,7 +6,7 @@ rule select_galaxies:
         sim_path(paths.TNG_CATALOG),
     params:
         base_path=tng_base_path(),
-        tng=config["tng"],
+        tng=selection_config(),
     log:
         log_path("select_galaxies/snap_{snapshot}"),
     benchmark:

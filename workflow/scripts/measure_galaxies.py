@@ -1,9 +1,11 @@
 """Rule measure_galaxies: global ex-situ fraction of one batch of galaxies."""
 
+from simbridge.config import with_read_settings
 from simbridge.extract.tng_maps import measure_batch
 from simbridge.logs import job_logging
 
 with job_logging(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
     sm = snakemake  # noqa: F821
     measure_batch(sm.params.base_path, int(sm.wildcards.snapshot), sm.input.catalog,
-                  int(sm.wildcards.batch), sm.params.settings, sm.output[0])
+                  int(sm.wildcards.batch), with_read_settings(sm.params.settings, sm.config),
+                  sm.output[0])

@@ -37,6 +37,8 @@ LINK_COLUMNS = ["snapshot", "subhalo_id", "descendant_snapshot", "descendant_sub
                 "shared_star_fraction", "method"]
 LINEAGE_COLUMNS = ["snapshot", "subhalo_id", "lineage_group", "group_size"]
 LINEAGE_METHODS = ("auto", "merger_trees", "particle_ids")
+#: Longest single loadSubset read when collecting star IDs (bounds the memory of one read).
+MAX_READ_PARTICLES = 20_000_000
 
 
 def galaxy_star_ids(
@@ -52,7 +54,7 @@ def galaxy_star_ids(
     offsets = galaxies["offset_part4"].to_numpy(dtype=np.int64)
     lengths = galaxies["n_part4"].to_numpy(dtype=np.int64)
     ids, owner = [], []
-    ranges = read_ranges(offsets, lengths, max_gap)
+    ranges = read_ranges(offsets, lengths, max_gap, max_length=MAX_READ_PARTICLES)
     for start, stop, members in tqdm(ranges, desc=f"snapshot {snapshot:03d}: star IDs",
                                      unit="read", disable=not progress):
         stars = tng.load_star_range(base_path, header, chunk_offsets, start, stop - start,
@@ -86,11 +88,13 @@ def particle_id_links(
     lt = late_owner[order[pos_clipped[found]]]
     if e.size == 0:
         return pd.DataFrame({"early": [], "late": [], "shared_fraction": []})
-    pairs, shared = np.unique(np.c_[e, lt], axis=0, return_counts=True)
+    n_late = int(late_owner.max()) + 1
+    keys, shared = np.unique(e.astype(np.int64) * n_late + lt, return_counts=True)
+    pair_e, pair_l = np.divmod(keys, n_late)
     n_stars = np.bincount(early_owner, minlength=n_early)
-    frac = shared / n_stars[pairs[:, 0]]
+    frac = shared / n_stars[pair_e]
     keep = frac >= min_shared_fraction
-    return pd.DataFrame({"early": pairs[keep, 0], "late": pairs[keep, 1],
+    return pd.DataFrame({"early": pair_e[keep], "late": pair_l[keep],
                          "shared_fraction": frac[keep]})
 
 
@@ -134,10 +138,15 @@ def choose_method(base_path: str | Path, snapshot: int, method: str) -> str:
         raise SimBridgeConfigError(f"splits.lineage = {method!r}: use one of {LINEAGE_METHODS}")
     if method == "particle_ids":
         return method
-    from simbridge.sims.tng_trees import has_sublink_trees
+    from simbridge.sims.tng_trees import has_sublink_trees, sublink_tree_paths
 
     if has_sublink_trees(base_path, snapshot):
         return "merger_trees"
+    if method == "auto" and sublink_tree_paths(base_path):
+        log.warning(
+            "SubLink tree files exist under %s but cannot be used for snapshot %d (unreadable, "
+            "or its offsets file has no Subhalo/SubLink entries): linking through particle IDs",
+            Path(sublink_tree_paths(base_path)[0]).parent, snapshot)
     if method == "merger_trees":
         raise SimBridgeInputError(
             f"splits.lineage is 'merger_trees' but there are no SubLink trees (or no SubLink "
@@ -148,6 +157,23 @@ def choose_method(base_path: str | Path, snapshot: int, method: str) -> str:
     return "particle_ids"
 
 
+def _pair_links(
+    base_path: str | Path, early: int, late: int, sel: dict[int, pd.DataFrame], method: str,
+    splits_cfg: dict[str, Any], max_gap: int,
+    star_ids: dict[int, tuple[np.ndarray, np.ndarray]], progress: bool,
+) -> pd.DataFrame:
+    """Links (early row -> late row) between the selected galaxies of two snapshots."""
+    e_ids = sel[early]["subhalo_id"].to_numpy(dtype=np.int64)
+    l_ids = sel[late]["subhalo_id"].to_numpy(dtype=np.int64)
+    if method == "merger_trees":
+        return _tree_links(base_path, early, late, e_ids, l_ids, progress)
+    for s in (early, late):
+        if s not in star_ids:  # read once per snapshot
+            star_ids[s] = galaxy_star_ids(base_path, s, sel[s], max_gap, progress)
+    return particle_id_links(*star_ids[early], len(e_ids), *star_ids[late],
+                             float(splits_cfg["min_shared_star_fraction"]))
+
+
 def link_galaxies(
     base_path: str | Path, catalogs: dict[int, pd.DataFrame], splits_cfg: dict[str, Any],
     max_gap: int, progress: bool = False,
@@ -155,6 +181,8 @@ def link_galaxies(
     """Lineage groups of the selected galaxies of every snapshot, and the links found.
 
     ``catalogs`` maps snapshot -> its galaxy catalog (rows with status 'selected' are used).
+    Every snapshot is linked to every later one. With particle IDs, the star IDs of the
+    selected galaxies of all snapshots are held in memory (8 bytes per star particle).
     """
     snaps = sorted(catalogs)
     sel = {s: catalogs[s][catalogs[s]["status"] == "selected"].reset_index(drop=True)
@@ -167,35 +195,32 @@ def link_galaxies(
     n_total = k
     links, pairs = [], []
     star_ids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for early, late in zip(snaps[:-1], snaps[1:], strict=True):
+    # every earlier snapshot to every later one: a chain through a middle snapshot breaks where
+    # the galaxy is not selected there (below the cut, flagged) or where SubLink skips it
+    for i, early in enumerate(snaps[:-1]):
         method = choose_method(base_path, early, splits_cfg["lineage"])
-        e_ids = sel[early]["subhalo_id"].to_numpy(dtype=np.int64)
-        l_ids = sel[late]["subhalo_id"].to_numpy(dtype=np.int64)
-        if method == "merger_trees":
-            found = _tree_links(base_path, early, late, e_ids, l_ids, progress)
-        else:
-            for s in (early, late):
-                if s not in star_ids:
-                    star_ids[s] = galaxy_star_ids(base_path, s, sel[s], max_gap, progress)
-            found = particle_id_links(*star_ids[early], len(sel[early]), *star_ids[late],
-                                      float(splits_cfg["min_shared_star_fraction"]))
-            star_ids.pop(early)  # keep at most two snapshots of IDs in memory
-        e_rows = found["early"].to_numpy(dtype=np.int64)
-        l_rows = found["late"].to_numpy(dtype=np.int64)
-        pairs.append(np.c_[base[early] + e_rows, base[late] + l_rows])
-        links.append(pd.DataFrame({
-            "snapshot": early, "subhalo_id": e_ids[e_rows], "descendant_snapshot": late,
-            "descendant_subhalo_id": l_ids[l_rows],
-            "shared_star_fraction": found["shared_fraction"].to_numpy(), "method": method,
-        }))
-        n_linked = len(np.unique(e_rows))
-        log.info("snapshot %d -> %d (%s): %d links, %d of %d galaxies linked", early, late,
-                 method, len(found), n_linked, len(e_ids))
-        if len(e_ids) >= 10 and n_linked < 0.5 * len(e_ids):
-            log.warning(
-                "only %d of %d galaxies of snapshot %d have a selected descendant at snapshot %d"
-                ": are the snapshots far apart, or do particle IDs / trees not match?",
-                n_linked, len(e_ids), early, late)
+        for late in snaps[i + 1:]:
+            found = _pair_links(base_path, early, late, sel, method, splits_cfg, max_gap,
+                                star_ids, progress)
+            e_ids = sel[early]["subhalo_id"].to_numpy(dtype=np.int64)
+            l_ids = sel[late]["subhalo_id"].to_numpy(dtype=np.int64)
+            e_rows = found["early"].to_numpy(dtype=np.int64)
+            l_rows = found["late"].to_numpy(dtype=np.int64)
+            pairs.append(np.c_[base[early] + e_rows, base[late] + l_rows])
+            links.append(pd.DataFrame({
+                "snapshot": early, "subhalo_id": e_ids[e_rows], "descendant_snapshot": late,
+                "descendant_subhalo_id": l_ids[l_rows],
+                "shared_star_fraction": found["shared_fraction"].to_numpy(), "method": method,
+            }))
+            n_linked = len(np.unique(e_rows))
+            log.info("snapshot %d -> %d (%s): %d links, %d of %d galaxies linked", early, late,
+                     method, len(found), n_linked, len(e_ids))
+            if late == snaps[i + 1] and len(e_ids) >= 10 and n_linked < 0.5 * len(e_ids):
+                log.warning(
+                    "only %d of %d galaxies of snapshot %d have a selected descendant at "
+                    "snapshot %d: are the snapshots far apart, or do particle IDs / trees not "
+                    "match?", n_linked, len(e_ids), early, late)
+        star_ids.pop(early, None)  # no later pair needs the earliest snapshot again
     labels = union_find_groups(n_total, np.concatenate(pairs) if pairs else np.zeros((0, 2)))
     lineage = pd.concat([
         pd.DataFrame({"snapshot": s, "subhalo_id": sel[s]["subhalo_id"].to_numpy(),
@@ -216,6 +241,9 @@ def write_lineage(
     catalogs = {}
     for path in catalog_csvs:
         cat = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        if cat.empty:
+            raise SimBridgeInputError("the galaxy catalog is empty", path,
+                                      "rerun select_galaxies (snakemake -R select_galaxies)")
         catalogs[int(cat["snapshot"].iloc[0])] = cat
     lineage, links = link_galaxies(base_path, catalogs, splits_cfg, max_gap, progress)
     with atomic_output(out_links) as tmp:

@@ -4,7 +4,8 @@ The unit of splitting is the lineage group (:mod:`simbridge.dataset.lineage`): a
 galaxy, at every snapshot, with its merged satellites, land in one split. Groups are stratified
 by the ex-situ bin of their mean global ex-situ fraction, shuffled with the configured seed
 inside each stratum, and dealt one by one, rarest stratum first, to the split that is furthest
-below its target fraction (in galaxies), so rare high ex-situ galaxies reach every split.
+below its target fraction (in galaxies). A stratum with at least three groups gives one to each
+split first, so even rare high ex-situ galaxies reach validation and test.
 """
 
 from __future__ import annotations
@@ -50,22 +51,28 @@ def assign_group_splits(
     """Split index of each group: stratified, seeded, greedy on the largest deficit.
 
     ``strata`` and ``sizes`` (galaxies per group) are per group; returns indices into SPLITS.
+    Strata are dealt rarest first; a stratum with at least as many groups as there are
+    (non-empty) splits gives its first groups one to each split, the rest go to the split that
+    is furthest below its target.
     """
     rng = np.random.default_rng([int(seed), _SPLIT_SALT])
-    # rarest strata first: their few groups are spread over the splits while every deficit is
-    # still small; the common strata, dealt last, then bring the totals to the fractions
     labels = np.unique(strata)
     weight = [sizes[strata == s].sum() for s in labels]
-    ranked = [labels[i] for i in np.lexsort((labels, weight))]
-    order = np.concatenate([rng.permutation(np.flatnonzero(strata == s))
-                            for s in ranked]) if len(strata) else np.zeros(0, int)
+    positive = np.asarray(fractions) > 0
     counts = np.zeros(len(fractions))
     out = np.full(len(strata), -1, dtype=np.int64)
-    for g in order:
-        deficit = fractions * (counts.sum() + sizes[g]) - counts
-        k = int(np.argmax(deficit))
-        out[g] = k
-        counts[k] += sizes[g]
+    for i in np.lexsort((labels, weight)):
+        members = rng.permutation(np.flatnonzero(strata == labels[i]))
+        spread = len(members) >= positive.sum()
+        used = np.zeros(len(fractions), dtype=bool)
+        for g in members:
+            deficit = fractions * (counts.sum() + sizes[g]) - counts
+            if spread and not used[positive].all():
+                deficit = np.where(used | ~positive, -np.inf, deficit)
+            k = int(np.argmax(deficit))
+            used[k] = True
+            out[g] = k
+            counts[k] += sizes[g]
     return out
 
 
@@ -106,11 +113,18 @@ def make_splits(
 def write_splits(
     plan_csv: str | Path, lineage_csv: str | Path, splits_cfg: Mapping[str, Any],
     bin_edges: list[float], seed: int, out_csv: str | Path,
+    links_csv: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Read plan and lineage, assign splits, write the split table."""
+    """Read plan and lineage, assign splits, check them against the links, write the table."""
     plan = pd.read_csv(plan_csv, keep_default_na=False, na_values=[""])
     lineage = pd.read_csv(lineage_csv)
     df = make_splits(plan, lineage, splits_cfg, bin_edges, seed)
+    if links_csv is not None:  # cheap gate before any split file is written
+        problems = find_leaks(df, pd.read_csv(links_csv))
+        if problems:
+            raise DatasetLeakageError(_leak_message(problems), lineage_csv,
+                                      "the lineage table and its links disagree: rerun "
+                                      "link_snapshots (snakemake -R link_snapshots)")
     with atomic_output(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     return df
@@ -146,6 +160,12 @@ def find_leaks(samples: pd.DataFrame, links: pd.DataFrame) -> list[str]:
     return problems
 
 
+def _leak_message(problems: list[str]) -> str:
+    shown = "\n    ".join(problems[:20])
+    more = f"\n    ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    return f"{len(problems)} leak(s) between dataset splits:\n    {shown}{more}"
+
+
 def read_split_samples(split_files: Mapping[str, str | Path]) -> pd.DataFrame:
     """Per-sample galaxy identity (split, snapshot, subhalo_id, lineage_group) of split files."""
     frames = []
@@ -172,13 +192,13 @@ def check_leakage(
     links = pd.read_csv(links_csv)
     problems = find_leaks(samples, links)
     if problems:
-        shown = "\n    ".join(problems[:20])
-        more = f"\n    ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        for path in split_files.values():  # no leaky dataset stays under its final name
+            Path(path).unlink(missing_ok=True)
         raise DatasetLeakageError(
-            f"{len(problems)} leak(s) between dataset splits:\n    {shown}{more}",
+            _leak_message(problems) + "\n  the split files were removed",
             ", ".join(str(p) for p in split_files.values()),
-            "rebuild the splits (delete the split files and rerun); if it persists, report it "
-            "with the lineage tables")
+            "rerun the workflow to rebuild the splits; if the leak persists, report it with "
+            "the lineage tables (lineage.csv, lineage_links.csv)")
     galaxies = samples.drop_duplicates(["split", "snapshot", "subhalo_id"])
     record = {
         "status": "passed",

@@ -276,18 +276,22 @@ def galaxy_rotations(seed: int, snapshot: int, subhalo_id: int, n_views: int) ->
 # --------------------------------------------------------------------------- one batch
 
 def read_ranges(
-    offsets: np.ndarray, lengths: np.ndarray, max_gap: int
+    offsets: np.ndarray, lengths: np.ndarray, max_gap: int, max_length: int | None = None
 ) -> list[tuple[int, int, np.ndarray]]:
     """Group galaxies (sorted by offset) into contiguous reads: (start, stop, member indices).
 
     Consecutive galaxies share one read when the unselected particles between them number at
     most ``max_gap``; the read then covers the gap too, which costs less than another call.
+    With ``max_length``, a read is not extended beyond that many particles (a single galaxy
+    larger than that still gets one read of its own).
     """
     order = np.argsort(offsets, kind="stable")
     ranges: list[tuple[int, int, list[int]]] = []
     for i in order:
         start, stop = int(offsets[i]), int(offsets[i] + lengths[i])
-        if ranges and start - ranges[-1][1] <= max_gap:
+        too_long = (max_length is not None and ranges
+                    and max(ranges[-1][1], stop) - ranges[-1][0] > max_length)
+        if ranges and start - ranges[-1][1] <= max_gap and not too_long:
             ranges[-1] = (ranges[-1][0], max(ranges[-1][1], stop), ranges[-1][2] + [int(i)])
         else:
             ranges.append((start, stop, [int(i)]))

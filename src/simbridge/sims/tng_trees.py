@@ -160,8 +160,12 @@ class _TreeColumns:
             return out
         if rows.min() < 0 or rows.max() >= self.starts[-1]:
             raise SimBridgeInputError(
-                f"a tree row lies outside the {self.starts[-1]} rows of the tree files",
-                self.paths[0].parent, "the offsets and tree files do not match; " + _REDOWNLOAD)
+                f"tree row {int(rows.max())} lies outside the {self.starts[-1]} rows of the "
+                f"{len(self.paths)} tree files tree_extended.0-{len(self.paths) - 1}.hdf5",
+                self.paths[0].parent,
+                "tree files after the last one found are probably missing (a partial "
+                "download): fetch every tree_extended.*.hdf5 file; otherwise the offsets and "
+                "tree files do not match; " + _REDOWNLOAD)
         which = np.searchsorted(self.starts, rows, side="right") - 1
         for k in np.unique(which).tolist():
             here = which == k
