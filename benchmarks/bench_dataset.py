@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from simbridge.dataset.build import MAP_DATASETS, _copy_chunks
+from simbridge.dataset.build import MAP_DATASETS, copy_sample_chunks
 from simbridge.extract.tng_maps import create_sample_datasets
 
 
@@ -44,7 +44,7 @@ def copy(src_path: Path, dst_path: Path, n: int, npix: int, raw: bool) -> float:
         create_sample_datasets(dst, len(src_idx), npix)
         for name in MAP_DATASETS:
             if raw:
-                _copy_chunks(src[name], dst[name], src_idx, dst_idx)
+                copy_sample_chunks(src[name], dst[name], src_idx, dst_idx)
             else:
                 for i, j in zip(src_idx, dst_idx, strict=True):
                     dst[name][j] = src[name][i]

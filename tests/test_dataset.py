@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from simbridge.dataset.balance import exsitu_bin, plan_views, views_per_bin
-from simbridge.dataset.lineage import particle_id_links, union_find_groups
+from simbridge.dataset.lineage import lineage_labels, particle_id_links
 from simbridge.dataset.splits import (
     SPLITS,
     assign_group_splits,
@@ -114,13 +112,33 @@ def test_particle_id_links_match_brute_force_set_intersections():
                 len(early[row.early] & late[row.late]) / len(early[row.early]))
 
 
-def test_union_find_agrees_with_scipy_connected_components():
+def flood_fill_components(n: int, pairs: np.ndarray) -> tuple[int, np.ndarray]:
+    """Brute-force reference: breadth-first search over an adjacency list."""
+    adjacent: list[set[int]] = [set() for _ in range(n)]
+    for a, b in pairs:
+        adjacent[a].add(int(b))
+        adjacent[b].add(int(a))
+    labels = np.full(n, -1)
+    n_comp = 0
+    for start in range(n):
+        if labels[start] >= 0:
+            continue
+        labels[start], queue = n_comp, [start]
+        while queue:
+            for nb in adjacent[queue.pop()]:
+                if labels[nb] < 0:
+                    labels[nb] = n_comp
+                    queue.append(nb)
+        n_comp += 1
+    return n_comp, labels
+
+
+def test_lineage_groups_are_the_connected_components():
     rng = np.random.default_rng(3)
     n = 500
     pairs = rng.integers(0, n, size=(300, 2))
-    labels = union_find_groups(n, pairs)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    n_comp, ref = connected_components(graph, directed=False)
+    labels = lineage_labels(n, pairs)
+    n_comp, ref = flood_fill_components(n, pairs)
     assert labels.max() + 1 == n_comp
     # same partition: a bijection between labels
     assert len(set(zip(labels, ref, strict=True))) == n_comp

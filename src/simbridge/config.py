@@ -41,12 +41,12 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 def check_config_semantics(config: dict[str, Any]) -> None:
     """Checks the schema cannot express: split fractions sum to 1, bin edges span [0, 1],
     min_views <= max_views. Raises SimBridgeConfigError naming the key."""
-    from simbridge.dataset.balance import check_bin_edges, views_per_bin
+    from simbridge.dataset.balance import check_bin_edges, check_view_range
     from simbridge.dataset.splits import split_fractions
 
     split_fractions(config["splits"])
     check_bin_edges(config["balancing"]["exsitu_fraction_bins"])
-    views_per_bin([1], config["balancing"]["min_views"], config["balancing"]["max_views"])
+    check_view_range(config["balancing"]["min_views"], config["balancing"]["max_views"])
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

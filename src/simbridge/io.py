@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import pandas as pd
 
 import simbridge
 from simbridge.config import config_hash
@@ -40,6 +41,12 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV table written by SimBridge: only empty cells are missing values, so skip
+    reasons and names such as "NA" or "None" stay text."""
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from simbridge.errors import SimBridgeConfigError
-from simbridge.io import atomic_output, write_json_atomic
+from simbridge.io import atomic_output, read_table, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,14 @@ def check_bin_edges(edges: Sequence[float]) -> np.ndarray:
     return arr
 
 
+def check_view_range(min_views: int, max_views: int) -> None:
+    """Views per galaxy must satisfy 1 <= min_views <= max_views."""
+    if not 1 <= min_views <= max_views:
+        raise SimBridgeConfigError(
+            f"balancing.min_views={min_views} and max_views={max_views}: need "
+            "1 <= min_views <= max_views")
+
+
 def exsitu_bin(fraction: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Index of the bin of each fraction; bins are [e_i, e_i+1), the last one closed at 1."""
     idx = np.searchsorted(edges, np.asarray(fraction, dtype=np.float64), side="right") - 1
@@ -52,10 +60,7 @@ def exsitu_bin(fraction: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def views_per_bin(counts: np.ndarray, min_views: int, max_views: int) -> np.ndarray:
     """Lines of sight per galaxy in each bin (0 for empty bins)."""
     counts = np.asarray(counts, dtype=np.int64)
-    if not 1 <= min_views <= max_views:
-        raise SimBridgeConfigError(
-            f"balancing.min_views={min_views} and max_views={max_views}: need "
-            "1 <= min_views <= max_views")
+    check_view_range(min_views, max_views)
     views = np.zeros(counts.shape, dtype=np.int64)
     filled = counts > 0
     if filled.any():
@@ -97,7 +102,7 @@ def write_view_plan(
 ) -> pd.DataFrame:
     """Combine the per-batch measurements, plan the views and write plan CSV + summary JSON."""
     measured = pd.concat(
-        [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in measure_csvs],
+        [read_table(p) for p in measure_csvs],
         ignore_index=True,
     ).sort_values(["snapshot", "subhalo_id"], ascending=[False, True], kind="stable")
     plan, summary = plan_views(measured.reset_index(drop=True), balancing)

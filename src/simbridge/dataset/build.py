@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from simbridge.extract.tng_maps import create_sample_datasets
-from simbridge.io import atomic_output, write_provenance
+from simbridge.io import atomic_output, read_table, write_provenance
 from simbridge.paths import SPLITS
 from simbridge.sims.tng import open_hdf5
 
@@ -31,10 +31,6 @@ DATASET_MANIFEST_COLUMNS = [
     "lineage_group", "stellar_mass_msun", "half_mass_radius_kpc", "exsitu_fraction_global",
     "exsitu_bin", "n_star_particles", "n_wind_particles", "n_views", "first_sample", "batch",
 ]
-
-
-def _read_csv(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
 def _snapshot_sorted(df: pd.DataFrame, snapshots: Sequence[int], *first: str) -> pd.DataFrame:
@@ -53,7 +49,7 @@ def dataset_layout(
     and first sample there (``first_sample``)."""
     frames = []
     for b, path in enumerate(batch_csvs):
-        df = _read_csv(path)
+        df = read_table(path)
         df = df[df["status"] == "extracted"].copy()
         df["batch_file"] = b
         df["batch_first"] = df["first_sample"]
@@ -93,7 +89,7 @@ def build_split(
                 dst_idx = np.concatenate([np.arange(f, f + v) for f, v in
                                           zip(grp["first_sample"], grp["n_views"], strict=True)])
                 for name in MAP_DATASETS:
-                    _copy_chunks(src[name], out[name], src_idx, dst_idx)
+                    copy_sample_chunks(src[name], out[name], src_idx, dst_idx)
                 for name in one_d:
                     out[name][dst_idx] = src[name][...][src_idx]
                 out["lineage_group"][dst_idx] = np.repeat(grp["lineage_group"].to_numpy(),
@@ -114,7 +110,7 @@ def build_split(
     return n
 
 
-def _copy_chunks(src: h5py.Dataset, dst: h5py.Dataset, src_idx: np.ndarray,
+def copy_sample_chunks(src: h5py.Dataset, dst: h5py.Dataset, src_idx: np.ndarray,
                  dst_idx: np.ndarray) -> None:
     """Copy samples between datasets chunked one sample per chunk, raw chunk by raw chunk."""
     same_layout = (src.chunks is not None and src.chunks == dst.chunks
@@ -137,12 +133,12 @@ def write_dataset_manifest(
     file, and for every galaxy left out the reason."""
     splits = pd.read_csv(splits_csv)
     layout = dataset_layout(batch_csvs, splits, config["tng"]["snapshots"])
-    rows = pd.concat([_read_csv(p) for p in batch_csvs], ignore_index=True)
+    rows = pd.concat([read_table(p) for p in batch_csvs], ignore_index=True)
     rows = rows.drop(columns="first_sample").merge(
         layout[["snapshot", "subhalo_id", "first_sample"]], on=["snapshot", "subhalo_id"],
         how="left")
     for path in catalog_csvs:  # galaxies skipped already at selection
-        cat = _read_csv(path)
+        cat = read_table(path)
         cat = cat[cat["status"] == "skipped"]
         rows = pd.concat([rows, pd.DataFrame({
             "simulation": config["tng"]["simulation_name"], "snapshot": cat["snapshot"],
@@ -152,7 +148,7 @@ def write_dataset_manifest(
             "exsitu_fraction_global": np.nan, "n_star_particles": -1, "n_wind_particles": -1,
             "n_views": 0, "batch": -1,
         })], ignore_index=True)
-    plan = _read_csv(plan_csv)[["snapshot", "subhalo_id", "exsitu_bin"]]
+    plan = read_table(plan_csv)[["snapshot", "subhalo_id", "exsitu_bin"]]
     rows = rows.merge(plan, on=["snapshot", "subhalo_id"], how="left")
     rows = rows.merge(splits[["snapshot", "subhalo_id", "lineage_group", "split"]],
                       on=["snapshot", "subhalo_id"], how="left")

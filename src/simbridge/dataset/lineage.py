@@ -9,7 +9,7 @@ Snapshots are linked pairwise, each one to the next later selected snapshot (91 
   particle IDs persist in TNG, so this finds the descendant and, for a galaxy that was torn
   apart, every galaxy that took a large share of its stars.
 
-Links are joined transitively (union-find) into lineage groups: a galaxy at z=0, its main
+Links are joined transitively (connected components) into lineage groups: a galaxy at z=0, its main
 progenitor at z=0.1 and every satellite that merged into it form one group, and a group never
 crosses dataset splits (:mod:`simbridge.dataset.splits`).
 """
@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from simbridge import units
 from simbridge.errors import SimBridgeConfigError, SimBridgeInputError
 from simbridge.extract.tng_maps import read_ranges
-from simbridge.io import atomic_output
+from simbridge.io import atomic_output, read_table
 from simbridge.sims import tng
 
 log = logging.getLogger(__name__)
@@ -98,38 +100,29 @@ def particle_id_links(
                          "shared_fraction": frac[keep]})
 
 
-def union_find_groups(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Connected components of ``n`` nodes joined by ``pairs`` (k, 2); labels by first node."""
-    parent = np.arange(n)
-
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2):
-        ra, rb = find(int(a)), find(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
-    _, labels = np.unique(roots, return_inverse=True)  # roots are first members: order kept
+def lineage_labels(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected components of ``n`` nodes joined by ``pairs`` (k, 2), labelled in the order of
+    their first node (scipy's connected_components numbers them that way)."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
     return labels.astype(np.int64)
 
 
-def _tree_links(base_path: str | Path, early: int, late: int, early_ids: np.ndarray,
-                late_ids: np.ndarray, progress: bool) -> pd.DataFrame:
-    """Links from SubLink descendants (early row -> late row), for selected late galaxies."""
-    from simbridge.sims.tng_trees import sublink_descendants
+def _tree_links(base_path: str | Path, early: int, e_ids: np.ndarray,
+                later: dict[int, np.ndarray], progress: bool) -> dict[int, pd.DataFrame]:
+    """Links (early row -> late row) from SubLink descendants, one walk for all ``later``
+    snapshots (snapshot -> selected subhalo IDs)."""
+    from simbridge.sims.tng_trees import sublink_descendants_at
 
-    desc = sublink_descendants(base_path, early, early_ids, late, progress=progress)
-    late_row = {int(s): k for k, s in enumerate(late_ids)}
-    rows = [(i, late_row[int(d)]) for i, d in enumerate(desc) if int(d) in late_row]
-    arr = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
-    return pd.DataFrame({"early": arr[:, 0], "late": arr[:, 1],
-                         "shared_fraction": np.full(len(arr), np.nan)})
+    desc = sublink_descendants_at(base_path, early, e_ids, list(later), progress=progress)
+    out = {}
+    for late, l_ids in later.items():
+        l_rows = pd.Index(l_ids).get_indexer(desc[late])  # -1: no selected descendant there
+        e_rows = np.flatnonzero(l_rows >= 0)
+        out[late] = pd.DataFrame({"early": e_rows, "late": l_rows[e_rows],
+                                  "shared_fraction": np.full(len(e_rows), np.nan)})
+    return out
 
 
 def choose_method(base_path: str | Path, snapshot: int, method: str) -> str:
@@ -142,11 +135,12 @@ def choose_method(base_path: str | Path, snapshot: int, method: str) -> str:
 
     if has_sublink_trees(base_path, snapshot):
         return "merger_trees"
-    if method == "auto" and sublink_tree_paths(base_path):
+    tree_files = sublink_tree_paths(base_path) if method == "auto" else []
+    if tree_files:
         log.warning(
             "SubLink tree files exist under %s but cannot be used for snapshot %d (unreadable, "
             "or its offsets file has no Subhalo/SubLink entries): linking through particle IDs",
-            Path(sublink_tree_paths(base_path)[0]).parent, snapshot)
+            tree_files[0].parent, snapshot)
     if method == "merger_trees":
         raise SimBridgeInputError(
             f"splits.lineage is 'merger_trees' but there are no SubLink trees (or no SubLink "
@@ -157,21 +151,22 @@ def choose_method(base_path: str | Path, snapshot: int, method: str) -> str:
     return "particle_ids"
 
 
-def _pair_links(
-    base_path: str | Path, early: int, late: int, sel: dict[int, pd.DataFrame], method: str,
-    splits_cfg: dict[str, Any], max_gap: int,
+def _links_to_later(
+    base_path: str | Path, early: int, later: list[int], sel: dict[int, pd.DataFrame],
+    method: str, splits_cfg: dict[str, Any], max_gap: int,
     star_ids: dict[int, tuple[np.ndarray, np.ndarray]], progress: bool,
-) -> pd.DataFrame:
-    """Links (early row -> late row) between the selected galaxies of two snapshots."""
-    e_ids = sel[early]["subhalo_id"].to_numpy(dtype=np.int64)
-    l_ids = sel[late]["subhalo_id"].to_numpy(dtype=np.int64)
+) -> dict[int, pd.DataFrame]:
+    """Links (early row -> late row) from the selected galaxies of ``early`` to each later
+    snapshot's."""
+    ids = {s: sel[s]["subhalo_id"].to_numpy(dtype=np.int64) for s in (early, *later)}
     if method == "merger_trees":
-        return _tree_links(base_path, early, late, e_ids, l_ids, progress)
-    for s in (early, late):
+        return _tree_links(base_path, early, ids[early], {s: ids[s] for s in later}, progress)
+    for s in (early, *later):
         if s not in star_ids:  # read once per snapshot
             star_ids[s] = galaxy_star_ids(base_path, s, sel[s], max_gap, progress)
-    return particle_id_links(*star_ids[early], len(e_ids), *star_ids[late],
-                             float(splits_cfg["min_shared_star_fraction"]))
+    return {late: particle_id_links(*star_ids[early], len(ids[early]), *star_ids[late],
+                                    float(splits_cfg["min_shared_star_fraction"]))
+            for late in later}
 
 
 def link_galaxies(
@@ -199,10 +194,10 @@ def link_galaxies(
     # the galaxy is not selected there (below the cut, flagged) or where SubLink skips it
     for i, early in enumerate(snaps[:-1]):
         method = choose_method(base_path, early, splits_cfg["lineage"])
-        for late in snaps[i + 1:]:
-            found = _pair_links(base_path, early, late, sel, method, splits_cfg, max_gap,
-                                star_ids, progress)
-            e_ids = sel[early]["subhalo_id"].to_numpy(dtype=np.int64)
+        found_by_late = _links_to_later(base_path, early, snaps[i + 1:], sel, method,
+                                        splits_cfg, max_gap, star_ids, progress)
+        e_ids = sel[early]["subhalo_id"].to_numpy(dtype=np.int64)
+        for late, found in found_by_late.items():
             l_ids = sel[late]["subhalo_id"].to_numpy(dtype=np.int64)
             e_rows = found["early"].to_numpy(dtype=np.int64)
             l_rows = found["late"].to_numpy(dtype=np.int64)
@@ -221,7 +216,7 @@ def link_galaxies(
                     "snapshot %d: are the snapshots far apart, or do particle IDs / trees not "
                     "match?", n_linked, len(e_ids), early, late)
         star_ids.pop(early, None)  # no later pair needs the earliest snapshot again
-    labels = union_find_groups(n_total, np.concatenate(pairs) if pairs else np.zeros((0, 2)))
+    labels = lineage_labels(n_total, np.concatenate(pairs) if pairs else np.zeros((0, 2)))
     lineage = pd.concat([
         pd.DataFrame({"snapshot": s, "subhalo_id": sel[s]["subhalo_id"].to_numpy(),
                       "lineage_group": labels[base[s]:base[s] + len(sel[s])]})
@@ -240,7 +235,7 @@ def write_lineage(
     """Link the galaxy catalogs of all snapshots and write lineage and link tables."""
     catalogs = {}
     for path in catalog_csvs:
-        cat = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        cat = read_table(path)
         if cat.empty:
             raise SimBridgeInputError("the galaxy catalog is empty", path,
                                       "rerun select_galaxies (snakemake -R select_galaxies)")

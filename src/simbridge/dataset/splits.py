@@ -21,7 +21,7 @@ import pandas as pd
 
 from simbridge.dataset.balance import check_bin_edges, exsitu_bin
 from simbridge.errors import SimBridgeConfigError, SimBridgeInputError
-from simbridge.io import atomic_output, write_json_atomic
+from simbridge.io import atomic_output, read_table, write_json_atomic
 from simbridge.paths import SPLITS
 from simbridge.sims.tng import open_hdf5
 
@@ -116,7 +116,7 @@ def write_splits(
     links_csv: str | Path | None = None,
 ) -> pd.DataFrame:
     """Read plan and lineage, assign splits, check them against the links, write the table."""
-    plan = pd.read_csv(plan_csv, keep_default_na=False, na_values=[""])
+    plan = read_table(plan_csv)
     lineage = pd.read_csv(lineage_csv)
     df = make_splits(plan, lineage, splits_cfg, bin_edges, seed)
     if links_csv is not None:  # cheap gate before any split file is written
@@ -145,15 +145,17 @@ def find_leaks(samples: pd.DataFrame, links: pd.DataFrame) -> list[str]:
     per_galaxy = galaxies.groupby(["snapshot", "subhalo_id"])["split"].agg(sorted)
     for (snap, sub), where in per_galaxy[per_galaxy.map(len) > 1].items():
         problems.append(f"subhalo {sub} of snapshot {snap} is in splits {where}")
-    where = {k: v[0] for k, v in per_galaxy.items()}
-    for link in links.itertuples(index=False):
-        a = where.get((link.snapshot, link.subhalo_id))
-        b = where.get((link.descendant_snapshot, link.descendant_subhalo_id))
-        if a is not None and b is not None and a != b:
-            problems.append(
-                f"subhalo {link.subhalo_id} of snapshot {link.snapshot} ({a}) is linked "
-                f"({link.method}) to subhalo {link.descendant_subhalo_id} of snapshot "
-                f"{link.descendant_snapshot} ({b})")
+    where = per_galaxy.str[0].rename("split").reset_index()
+    ends = (links.merge(where, on=["snapshot", "subhalo_id"])
+                 .merge(where.rename(columns={"snapshot": "descendant_snapshot",
+                                              "subhalo_id": "descendant_subhalo_id"}),
+                        on=["descendant_snapshot", "descendant_subhalo_id"],
+                        suffixes=("", "_descendant")))
+    for link in ends[ends["split"] != ends["split_descendant"]].itertuples(index=False):
+        problems.append(
+            f"subhalo {link.subhalo_id} of snapshot {link.snapshot} ({link.split}) is linked "
+            f"({link.method}) to subhalo {link.descendant_subhalo_id} of snapshot "
+            f"{link.descendant_snapshot} ({link.split_descendant})")
     per_group = galaxies.groupby("lineage_group")["split"].agg(lambda s: sorted(set(s)))
     for group, splits in per_group[per_group.map(len) > 1].items():
         problems.append(f"lineage group {group} is in splits {splits}")

@@ -33,7 +33,7 @@ from simbridge.extract.maps import (
     line_of_sight_rotations,
     project_galaxy_maps,
 )
-from simbridge.io import atomic_output, write_provenance
+from simbridge.io import atomic_output, read_table, write_provenance
 from simbridge.sims import tng
 
 log = logging.getLogger(__name__)
@@ -364,6 +364,12 @@ def map_batch(
     return results, reasons
 
 
+def batch_galaxies(catalog_csv: str | Path, batch: int) -> pd.DataFrame:
+    """The catalog rows of one extraction batch (skipped galaxies have batch -1)."""
+    catalog = read_table(catalog_csv)
+    return catalog[catalog["batch"] == batch].reset_index(drop=True)
+
+
 def measure_batch(
     base_path: str | Path,
     snapshot: int,
@@ -380,8 +386,7 @@ def measure_batch(
     and the reason, so that it is never planned any view.
     """
     header = tng.read_snapshot_header(base_path, snapshot)
-    catalog = pd.read_csv(catalog_csv)
-    galaxies = catalog[catalog["batch"] == batch].reset_index(drop=True)
+    galaxies = batch_galaxies(catalog_csv, batch)
     rows = []
     particles = iter_batch_particles(base_path, header, galaxies,
                                      config["tng"]["max_read_gap_particles"], MEASURE_FIELDS)
@@ -429,13 +434,12 @@ def extract_batch(
     per galaxy, with skip reasons).
     """
     header = tng.read_snapshot_header(base_path, snapshot)
-    catalog = pd.read_csv(catalog_csv)
-    galaxies = catalog[catalog["batch"] == batch].reset_index(drop=True)
+    galaxies = batch_galaxies(catalog_csv, batch)
     reasons: dict[int, str] = {}
     if plan_csv is None:
         galaxies["n_views"] = int(config["balancing"]["min_views"])
     else:
-        plan = pd.read_csv(plan_csv, keep_default_na=False, na_values=[""])
+        plan = read_table(plan_csv)
         plan = plan[plan["snapshot"] == snapshot].set_index("subhalo_id")
         missing = sorted(set(galaxies["subhalo_id"]) - set(plan.index))
         if missing:
@@ -446,10 +450,9 @@ def extract_batch(
                 "(snakemake --rerun-incomplete) so that it is rebuilt")
         planned = plan.loc[galaxies["subhalo_id"]]
         galaxies["n_views"] = planned["n_views"].to_numpy(dtype=np.int64)
-        for i, (status, reason) in enumerate(zip(planned["status"], planned["reason"],
-                                                 strict=True)):
-            if status != "measured":
-                reasons[i] = str(reason)
+        unplanned = np.flatnonzero(planned["status"].to_numpy() != "measured")
+        reasons = dict(zip(unplanned.tolist(),
+                           planned["reason"].to_numpy()[unplanned].astype(str), strict=True))
     npix = config["maps"]["npix"]
     todo = galaxies.drop(index=list(reasons)).reset_index()
     mapped, skipped = map_batch(base_path, header, todo, config, progress)

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from simbridge.io import atomic_output  # noqa: E402
+from simbridge.io import atomic_output, read_table  # noqa: E402
 
 _PANELS = (
     # (title, colormap, transform of the channel, symmetric colour range)
@@ -47,7 +47,7 @@ def plot_example_maps(maps_h5: str | Path, manifest_csv: str | Path, out_png: st
 
     ``maps_h5`` is a split file when ``split`` is given (the manifest's first_sample indexes it).
     """
-    manifest = pd.read_csv(manifest_csv, keep_default_na=False, na_values=[""])
+    manifest = read_table(manifest_csv)
     picks = choose_example_galaxies(manifest, n_galaxies, split)
     ncol = len(_PANELS) + 1
     fig, axes = plt.subplots(len(picks), ncol, figsize=(2.6 * ncol, 2.5 * len(picks)),
@@ -95,7 +95,7 @@ def plot_example_maps(maps_h5: str | Path, manifest_csv: str | Path, out_png: st
 
 def plot_exsitu_fraction_vs_mass(manifest_csv: str | Path, out_png: str | Path) -> None:
     """Global ex-situ fraction against stellar mass, per snapshot, with a running median."""
-    manifest = pd.read_csv(manifest_csv, keep_default_na=False, na_values=[""])
+    manifest = read_table(manifest_csv)
     done = manifest[manifest["status"] == "extracted"]
     fig, ax = plt.subplots(figsize=(5.5, 4.2), constrained_layout=True)
     for snap, grp in done.groupby("snapshot", sort=False):
@@ -128,7 +128,7 @@ def plot_balancing(summary_json: str | Path, manifest_csv: str | Path,
                    out_png: str | Path) -> None:
     """Before/after balancing histograms of global ex-situ fraction, views per bin, splits."""
     summary = json.loads(Path(summary_json).read_text())
-    manifest = pd.read_csv(manifest_csv, keep_default_na=False, na_values=[""])
+    manifest = read_table(manifest_csv)
     edges = np.asarray(summary["bin_edges"])
     centres, widths = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)

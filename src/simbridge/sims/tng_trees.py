@@ -200,17 +200,31 @@ def sublink_descendants(
     snapshot). Raises ValueError unless ``target_snapshot > snapshot``, and
     SimBridgeInputError for missing, truncated or inconsistent tree or offsets files.
     """
-    if int(target_snapshot) <= int(snapshot):
-        raise ValueError(f"target_snapshot ({target_snapshot}) must be later than snapshot "
-                         f"({snapshot}): SubLink descendants run forward in time")
+    return sublink_descendants_at(base_path, snapshot, subhalo_ids, [target_snapshot],
+                                  tree_name, progress)[int(target_snapshot)]
+
+
+def sublink_descendants_at(
+    base_path: str | Path,
+    snapshot: int,
+    subhalo_ids: ArrayLike,
+    target_snapshots: Sequence[int],
+    tree_name: str = "SubLink",
+    progress: bool = True,
+) -> dict[int, NDArray[np.int64]]:
+    """:func:`sublink_descendants` for several later snapshots in one walk: target -> IDs."""
+    targets = np.array(sorted({int(t) for t in target_snapshots}), dtype=np.int64)
+    if targets.size == 0 or targets[0] <= int(snapshot):
+        raise ValueError(f"target snapshots {list(target_snapshots)} must be later than "
+                         f"snapshot ({snapshot}): SubLink descendants run forward in time")
     ids = np.asarray(subhalo_ids)
     if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
         raise ValueError("subhalo_ids must be a 1-D sequence of integer subfind IDs")
     ids = ids.astype(np.int64)
     if (ids < 0).any():
         raise ValueError("subhalo_ids must be >= 0")
-    base, target = str(base_path), int(target_snapshot)
-    result = np.full(len(ids), -1, dtype=np.int64)
+    base = str(base_path)
+    result = np.full((len(targets), len(ids)), -1, dtype=np.int64)
     paths = sublink_tree_paths(base, tree_name)
     if not paths:
         expected = Path(base).parent / "postprocessing" / "trees" / tree_name
@@ -219,23 +233,28 @@ def sublink_descendants(
     rows_all, sids_all = _read_tree_offsets(base, int(snapshot), ids, tree_name)
     with contextlib.ExitStack() as stack:
         columns = _TreeColumns(paths, stack, tree_name)
-        bar = tqdm(total=len(ids), desc=f"{tree_name} descendants {snapshot}->{target}",
+        bar = tqdm(total=len(ids),
+                   desc=f"{tree_name} descendants {snapshot}->{','.join(map(str, targets))}",
                    unit="subhalo", disable=not progress, mininterval=2.0)
         with bar:
             for start in range(0, len(ids), _BLOCK):
                 block = np.arange(start, min(start + _BLOCK, len(ids)))
                 block = block[rows_all[block] >= 0]
-                _walk(columns, block, rows_all[block], sids_all[block], int(snapshot), target,
-                      result)
+                _walk(columns, block, rows_all[block], sids_all[block], int(snapshot),
+                      targets, result)
                 bar.update(min(_BLOCK, len(ids) - start))
-    return result
+    return {int(t): result[k] for k, t in enumerate(targets)}
 
 
 def _walk(
     columns: _TreeColumns, index: NDArray, rows: NDArray, sids: NDArray, snapshot: int,
-    target: int, result: NDArray,
+    targets: NDArray, result: NDArray,
 ) -> None:
-    """Hop from each row to its descendant's row until the target snapshot or past it."""
+    """Hop from each row to its descendant's row until past the last target snapshot.
+
+    ``targets`` is sorted; ``result[k, i]`` gets the SubfindID where subhalo ``i``'s chain
+    stands at ``targets[k]``.
+    """
     _check_rows(columns, rows, sids, "the offsets file's SubhaloID does not match its RowNum")
     snap = np.full(len(index), snapshot, dtype=np.int64)
     while index.size:
@@ -249,9 +268,10 @@ def _walk(
         if (snap <= previous).any():  # also guarantees that the walk ends
             raise SimBridgeInputError("a descendant is not at a later snapshot",
                                       columns.paths[0].parent, _REDOWNLOAD)
-        hit = snap == target
-        result[index[hit]] = columns.read("SubfindID", rows[hit])
-        before = snap < target  # snap > target: the chain skipped the target snapshot
+        k = np.searchsorted(targets, snap)
+        hit = (k < len(targets)) & (targets[np.minimum(k, len(targets) - 1)] == snap)
+        result[k[hit], index[hit]] = columns.read("SubfindID", rows[hit])
+        before = snap < targets[-1]  # past the last target: done (or it was skipped)
         index, rows, sids, snap = index[before], rows[before], sids[before], snap[before]
 
 
