@@ -28,6 +28,8 @@ localrules:
     dataset_manifest,
     check_leakage,
     plot_balancing,
+    model,
+    compare_exsitu_models,
 
 
 include: "workflow/rules/common.smk"
@@ -35,14 +37,16 @@ include: "workflow/rules/demo_universe.smk"
 include: "workflow/rules/tng_maps.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/exsitu_model.smk"
 
 
 rule all:
-    """Everything: the training-ready dataset and the report figures."""
+    """Everything: the dataset, its figures, the trained ex-situ models and their evaluation."""
     default_target: True
     input:
         dataset_outputs(),
         tng_report_figures(),
+        exsitu_model_outputs(),
 
 
 # Named targets, one per stage (snakemake --cores 2 <name>); demo_universe is a rule of its own.
@@ -62,3 +66,9 @@ rule figures:
     """Stage: the report figures (then: snakemake --report results/report.html)."""
     input:
         tng_report_figures(),
+
+
+rule model:
+    """Stage: train the cVAE and flow of every model of the sweep, evaluate and compare them."""
+    input:
+        exsitu_model_outputs(),

@@ -31,6 +31,12 @@ def small_config(**maps_overrides) -> dict:
     cfg["maps"].update({"npix": 32, "n_example_galaxies": 2})
     cfg["balancing"].update({"min_views": 2, "max_views": 6})
     cfg["maps"].update(maps_overrides)
+    # a tiny ex-situ model: one latent size, a few epochs, few draws (seconds on a CPU)
+    model = cfg["exsitu_model"]
+    model.update({"latent_dims": [3], "betas": [7e-5], "channels": [4, 8], "summary_dim": 8})
+    model["cvae"].update({"epochs": 2, "kl_warmup_epochs": 1, "batch_size": 16})
+    model["flow"].update({"epochs": 3, "hidden_features": [16], "transforms": 2})
+    model["evaluation"].update({"n_draws": 10, "n_example_galaxies": 2})
     return cfg
 
 

@@ -144,6 +144,49 @@ def test_demo_run_writes_split_datasets_manifest_and_report(demo_run):
 
 
 @pytest.mark.slow
+def test_demo_run_trains_evaluates_and_reports_the_exsitu_model(demo_run):
+    model_dir = demo_run / f"results/tng/{SIM}/exsitu_model/z3_beta7e-05"
+    metrics = json.loads((model_dir / "evaluation/metrics.json").read_text())
+    with h5py.File(demo_run / f"{DATASET}/test.h5") as h5:
+        n_test, npix = h5["conditions"].shape[0], h5["conditions"].shape[-1]
+        n_pixels = int(h5["galaxy_mask"][...].sum())
+    assert metrics["n_samples"] == n_test and metrics["n_galaxy_pixels"] == n_pixels
+    assert set(metrics["modes"]) == {"reconstruction", "prior", "flow"}
+    for stats in metrics["modes"].values():
+        assert 0 <= stats["mean_abs_residual"] <= 1
+        cov = list(stats["coverage"].values())
+        assert cov == sorted(cov)  # wider intervals cover more
+        assert sum(stats["residual_histogram"]["counts"]) == n_pixels
+    with h5py.File(model_dir / "evaluation/posterior_test.h5") as h5:
+        assert h5["posterior_mean"].shape == (n_test, 3, npix, npix)
+        assert list(h5["posterior_mean"].attrs["modes"]) == ["reconstruction", "prior", "flow"]
+    history = pd.read_csv(model_dir / "cvae_history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    for fig in ("cvae_training", "flow_training", "residuals", "residual_vs_truth", "coverage",
+                "example_posteriors"):
+        assert (model_dir / f"figures/{fig}.png").stat().st_size > 10_000, fig
+    sweep = pd.read_csv(demo_run / f"results/tng/{SIM}/exsitu_model/sweep.csv")
+    assert list(sweep["model"]) == ["z3_beta7e-05"]
+    assert (model_dir / "checkpoints/cvae/last.pt").is_file()
+    report = (demo_run / "results/report.html").read_text(errors="replace")
+    assert "Ex-situ model" in report
+
+
+def test_the_sweep_trains_one_model_per_latent_size_and_beta_in_separate_jobs(tmp_path):
+    cfg = small_config()
+    cfg["exsitu_model"].update(latent_dims=[3, 6], betas=[7e-5, 1e-3])
+    write_config(tmp_path, cfg)
+    jobs = planned_jobs(run_snakemake(tmp_path, "-n", "model"))
+    assert jobs["train_exsitu_cvae"] == jobs["train_exsitu_flow"] == 4
+    assert jobs["evaluate_exsitu_model"] == 4 and jobs["compare_exsitu_models"] == 1
+    cfg["maps"]["npix"] = 34  # not divisible by 2^levels: stops before anything runs
+    write_config(tmp_path, cfg)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "maps.npix" in out and "divisible by 4" in out
+
+
+@pytest.mark.slow
 def test_split_files_hold_the_batch_maps_unchanged(demo_run):
     """The raw-chunk copy into split files gives back exactly the extracted maps."""
     manifest = pd.read_csv(demo_run / MANIFEST, keep_default_na=False, na_values=[""])
@@ -204,8 +247,13 @@ UPSTREAM = {"demo_universe", "select_galaxies", "measure_galaxies", "link_snapsh
         # a balancing setting: new views, hence new maps; same universe and measurements
         (lambda c: c["balancing"].update(max_views=3), {"plan_views"} | REBUILT_BY_MAPS,
          UPSTREAM),
+        # one more beta: only the new model trains; no dataset job, no retraining
+        (lambda c: c["exsitu_model"].update(betas=[7e-5, 1e-3]),
+         {"train_exsitu_cvae", "train_exsitu_flow", "evaluate_exsitu_model",
+          "compare_exsitu_models"},
+         UPSTREAM | REBUILT_BY_MAPS | {"plan_views", "assign_splits"}),
     ],
-    ids=["maps.npix", "splits.fractions", "balancing.max_views"],
+    ids=["maps.npix", "splits.fractions", "balancing.max_views", "exsitu_model.betas"],
 )
 def test_regenerating_after_a_config_change_reruns_only_what_depends_on_it(
         demo_run, tmp_path, change, reruns, kept):
@@ -218,6 +266,8 @@ def test_regenerating_after_a_config_change_reruns_only_what_depends_on_it(
     jobs = planned_jobs(run_snakemake(work, "-n"))
     assert reruns <= set(jobs), jobs
     assert not kept & set(jobs), jobs
+    if "train_exsitu_cvae" in reruns and "build_split" not in jobs:
+        assert jobs["train_exsitu_cvae"] == 1  # the existing model is kept
 
 
 @pytest.mark.slow
@@ -226,6 +276,7 @@ def test_a_reading_setting_reruns_nothing(demo_run, tmp_path):
     shutil.copytree(demo_run, work)
     cfg = small_config()
     cfg["tng"]["max_read_gap_particles"] = 12345
+    cfg["exsitu_model"].update(device="cpu", loader_workers=2)  # speed, not results
     write_config(work, cfg)
     assert planned_jobs(run_snakemake(work, "-n")) == {}
 
@@ -266,8 +317,11 @@ def test_leakage_check_fails_the_run_when_a_galaxy_crosses_splits(demo_run, tmp_
         ("extraction", {"demo_universe", "measure_galaxies", "plan_views", "extract_maps"},
          {"build_split", "link_snapshots"}),
         ("dataset", {"extract_maps", "link_snapshots", "build_split", "check_leakage"},
-         {"plot_tng_maps", "plot_balancing"}),
-        ("figures", {"plot_tng_maps", "plot_balancing", "check_leakage"}, set()),
+         {"plot_tng_maps", "plot_balancing", "train_exsitu_cvae"}),
+        ("figures", {"plot_tng_maps", "plot_balancing", "check_leakage"},
+         {"train_exsitu_cvae"}),
+        ("model", {"train_exsitu_cvae", "train_exsitu_flow", "evaluate_exsitu_model",
+                   "compare_exsitu_models", "build_split"}, {"plot_tng_maps"}),
     ],
 )
 def test_each_stage_has_a_named_target(tmp_path, target, expected, absent):

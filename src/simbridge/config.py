@@ -40,13 +40,22 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def check_config_semantics(config: dict[str, Any]) -> None:
     """Checks the schema cannot express: split fractions sum to 1, bin edges span [0, 1],
-    min_views <= max_views. Raises SimBridgeConfigError naming the key."""
+    min_views <= max_views, maps.npix divisible by 2^(model levels). Raises
+    SimBridgeConfigError naming the key."""
     from simbridge.dataset.balance import check_bin_edges, check_view_range
     from simbridge.dataset.splits import split_fractions
 
     split_fractions(config["splits"])
     check_bin_edges(config["balancing"]["exsitu_fraction_bins"])
     check_view_range(config["balancing"]["min_views"], config["balancing"]["max_views"])
+    model = config.get("exsitu_model")
+    if model is not None:
+        levels = len(model["channels"])
+        if config["maps"]["npix"] % 2**levels:
+            raise SimBridgeConfigError(
+                f"maps.npix = {config['maps']['npix']} cannot be halved once per level of "
+                f"exsitu_model.channels ({levels} levels): use an npix divisible by {2**levels} "
+                "or fewer channel levels")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -30,6 +30,26 @@ TNG_EXAMPLE_FIGURE = "results/tng/{simulation}/figures/example_maps.png"
 TNG_GLOBAL_FIGURE = "results/tng/{simulation}/figures/exsitu_fraction_vs_mass.png"
 TNG_BALANCING_FIGURE = "results/tng/{simulation}/figures/balancing.png"
 
+#: The ex-situ posterior model, one directory per model of the sweep ({model}: z10_beta7e-05).
+EXSITU_MODEL_DIR = "results/tng/{simulation}/exsitu_model/{model}"
+EXSITU_CVAE = EXSITU_MODEL_DIR + "/cvae.pt"
+EXSITU_CVAE_HISTORY = EXSITU_MODEL_DIR + "/cvae_history.csv"
+EXSITU_CVAE_CURVES = EXSITU_MODEL_DIR + "/figures/cvae_training.png"
+EXSITU_FLOW = EXSITU_MODEL_DIR + "/flow.pt"
+EXSITU_FLOW_HISTORY = EXSITU_MODEL_DIR + "/flow_history.csv"
+EXSITU_FLOW_CURVES = EXSITU_MODEL_DIR + "/figures/flow_training.png"
+#: Checkpoints of a training job (not outputs: they survive a killed job and are resumed).
+EXSITU_CHECKPOINTS = EXSITU_MODEL_DIR + "/checkpoints/{stage}"
+EXSITU_POSTERIOR = EXSITU_MODEL_DIR + "/evaluation/posterior_test.h5"
+EXSITU_METRICS = EXSITU_MODEL_DIR + "/evaluation/metrics.json"
+EXSITU_RESIDUALS_FIGURE = EXSITU_MODEL_DIR + "/figures/residuals.png"
+EXSITU_RESIDUAL_VS_TRUTH_FIGURE = EXSITU_MODEL_DIR + "/figures/residual_vs_truth.png"
+EXSITU_COVERAGE_FIGURE = EXSITU_MODEL_DIR + "/figures/coverage.png"
+EXSITU_EXAMPLES_FIGURE = EXSITU_MODEL_DIR + "/figures/example_posteriors.png"
+#: Comparison of the models of the sweep.
+EXSITU_SWEEP_TABLE = "results/tng/{simulation}/exsitu_model/sweep.csv"
+EXSITU_SWEEP_FIGURE = "results/tng/{simulation}/exsitu_model/sweep.png"
+
 #: Dataset splits, in the order they are written.
 SPLITS = ("train", "validation", "test")
 

@@ -1,6 +1,7 @@
 """Path helpers and input functions shared by the rules (paths come from simbridge.paths)."""
 
 from simbridge import paths
+from simbridge.models.naming import model_name
 
 SIMULATION = config["tng"]["simulation_name"]
 SNAPSHOTS = [paths.snapshot_tag(s) for s in config["tng"]["snapshots"]]
@@ -12,6 +13,7 @@ wildcard_constraints:
     snapshot=r"\d{3}",
     batch=r"\d{4}",
     split="|".join(paths.SPLITS),
+    model=r"z\d+_beta[0-9.e+-]+",
 
 
 def sim_path(template: str) -> str:
@@ -100,4 +102,59 @@ def tng_report_figures() -> list[str]:
         sim_path(paths.TNG_EXAMPLE_FIGURE),
         sim_path(paths.TNG_GLOBAL_FIGURE),
         sim_path(paths.TNG_BALANCING_FIGURE),
+    ]
+
+
+# The ex-situ posterior model: one model per (latent size, beta) pair of the sweep.
+EXSITU = config["exsitu_model"]
+EXSITU_MODELS = {
+    model_name(latent, beta): (latent, beta)
+    for latent in EXSITU["latent_dims"]
+    for beta in EXSITU["betas"]
+}
+
+
+def exsitu_model_config(wildcards) -> dict:
+    """What a trained model depends on: seed, its latent size and beta, architecture, optimizer.
+
+    The device and loader workers change how fast it trains, not the model, so scripts take
+    them from the config (a change to them retrains nothing).
+    """
+    latent, beta = EXSITU_MODELS[wildcards.model]
+    keep = ("channels", "summary_dim", "augment", "cvae", "flow")
+    return {
+        "seed": config["seed"],
+        "latent_dim": latent,
+        "beta": beta,
+        **{k: EXSITU[k] for k in keep},
+    }
+
+
+def exsitu_evaluation_config() -> dict:
+    """What the evaluation of a model depends on."""
+    keep = ("n_draws", "credible_levels")
+    return {"seed": config["seed"], **{k: EXSITU["evaluation"][k] for k in keep}}
+
+
+def per_model(template: str) -> list[str]:
+    """A per-model path template expanded over the models of the sweep."""
+    return expand(sim_path(template), model=list(EXSITU_MODELS))
+
+
+def exsitu_model_outputs() -> list[str]:
+    """Trained models, evaluations, every figure of the model stage and the sweep comparison."""
+    per = [
+        paths.EXSITU_CVAE,
+        paths.EXSITU_FLOW,
+        paths.EXSITU_METRICS,
+        paths.EXSITU_CVAE_CURVES,
+        paths.EXSITU_FLOW_CURVES,
+        paths.EXSITU_RESIDUALS_FIGURE,
+        paths.EXSITU_RESIDUAL_VS_TRUTH_FIGURE,
+        paths.EXSITU_COVERAGE_FIGURE,
+        paths.EXSITU_EXAMPLES_FIGURE,
+    ]
+    return [f for t in per for f in per_model(t)] + [
+        sim_path(paths.EXSITU_SWEEP_TABLE),
+        sim_path(paths.EXSITU_SWEEP_FIGURE),
     ]

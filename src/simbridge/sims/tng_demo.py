@@ -1312,7 +1312,10 @@ def _make_galaxy(
     n_ex = round(f_ex * n_star)
     n_in = n_star - n_ex
     n_bulge = round((0.1 + 0.2 * mnorm) * n_in)
-    n_disk = n_in - n_bulge
+    # in-situ stellar halo ("splash": disk stars heated by mergers), up to 30% of the disk; it
+    # shares the ex-situ halo's extent and heat, so extent and kinematics alone are ambiguous
+    n_splash = round(r.uniform(0.0, 0.3) * (n_in - n_bulge))
+    n_disk = n_in - n_bulge - n_splash
 
     r_d = (2.0 + 3.0 * mnorm) * 10 ** r.normal(0.0, 0.05)
     z_d = 0.12 * r_d
@@ -1334,16 +1337,29 @@ def _make_galaxy(
     pos_b = _spherical(r, r_b)
     vel_b = r.normal(0.0, 0.4 * v_flat, (n_bulge, 3))
     a_b = a_final * (0.3 + 0.7 * np.clip(r.beta(1.5, 4.0, n_bulge), 0.0, 0.998))
-    # ex-situ halo: 2-3x the disk's half-mass radius, dispersion-dominated, old, metal-poor
+    # ex-situ halo: 2-3x the disk's half-mass radius, dispersion-dominated, old, metal-poor.
+    # Its metallicity, formation epoch and flattening vary from galaxy to galaxy (the accreted
+    # dwarfs differ in mass and history), so the observable maps constrain the ex-situ map only
+    # up to a few galaxy-level unknowns: the posterior is not a single map.
     r_half_disk = 1.678 * r_d
     a_ex_scale = _hernquist_scale_for_half_mass(r.uniform(2.0, 3.0) * r_half_disk)
+    dlog_z_ex = r.uniform(-0.3, 0.5)  # mass-metallicity offset of the accreted dwarfs, dex
+    a_ex_start = r.uniform(0.08, 0.35)  # formation epoch of the accreted stars, / a_final
+    q_ex = r.uniform(0.5, 1.0)  # flattening of the accreted halo along the disk axis
+    v_rot_ex = r.uniform(0.0, 0.5) * v_flat  # prograde accretion spins the accreted halo up
     r_ex = _hernquist_radii(r, n_ex, a_ex_scale)
-    pos_ex = _spherical(r, r_ex)
+    pos_ex = _spherical(r, r_ex) * np.array([1.0, 1.0, q_ex])
     phi_ex = np.arctan2(pos_ex[:, 1], pos_ex[:, 0])
     sig_ex = 100.0 + 100.0 * mnorm
     vel_ex = r.normal(0.0, sig_ex, (n_ex, 3)) + _cylindrical_velocity(
-        np.zeros(n_ex), np.full(n_ex, 0.15 * v_flat), np.zeros(n_ex), phi_ex)
-    a_ex = a_final * (0.1 + 0.3 * r.beta(2.0, 2.0, n_ex))
+        np.zeros(n_ex), np.full(n_ex, v_rot_ex), np.zeros(n_ex), phi_ex)
+    # the splash: as extended and hot as the accreted halo, old, with in-situ metallicity
+    pos_s = _spherical(r, _hernquist_radii(r, n_splash, a_ex_scale * r.uniform(0.6, 1.2)))
+    vel_s = r.normal(0.0, 0.8 * sig_ex, (n_splash, 3))
+    a_s = a_final * (0.3 + 0.7 * np.clip(r.beta(1.5, 3.0, n_splash), 0.0, 0.998))
+    pos_b, vel_b, a_b = (np.concatenate([x, y]) for x, y in
+                         ((pos_b, pos_s), (vel_b, vel_s), (a_b, a_s)))
+    a_ex = a_final * (a_ex_start + 0.3 * r.beta(2.0, 2.0, n_ex))
 
     pos = np.vstack([pos_d, pos_b, pos_ex])
     vel = np.vstack([vel_d, vel_b, vel_ex])
@@ -1353,7 +1369,7 @@ def _make_galaxy(
     log_z = np.concatenate([
         log_z0 - 0.05 * radius[:n_in] / r_d - 0.15 * (1.0 - a_form[:n_in] / a_final)
         + r.normal(0.0, 0.08, n_in),
-        math.log10(0.002 + 0.004 * mnorm) - 0.05 * radius[n_in:] / a_ex_scale
+        math.log10(0.002 + 0.004 * mnorm) + dlog_z_ex - 0.05 * radius[n_in:] / a_ex_scale
         + r.normal(0.0, 0.12, n_ex),
     ])
     rotation = _random_rotation(r)

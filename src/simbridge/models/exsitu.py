@@ -1,0 +1,309 @@
+"""Training jobs of the ex-situ posterior model: the cVAE, then the flow on its latents.
+
+``train_cvae`` and ``train_flow`` are what the workflow's training rules call. Each writes its
+best checkpoint (the rule's output), the per-epoch history as CSV and the training curves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+import simbridge
+from simbridge.config import config_hash
+from simbridge.errors import SimBridgeInputError
+from simbridge.io import atomic_output
+from simbridge.models.cvae import CVAEArchitecture, ExsituCVAE, elbo_loss
+from simbridge.models.data import ConditionNormalizer, ExsituMapDataset, augment
+from simbridge.models.flows import LatentFlow
+from simbridge.models.naming import model_name
+from simbridge.models.training import (
+    FitSettings,
+    autocast,
+    batches_of,
+    derive_seed,
+    epoch_order,
+    fit,
+    select_device,
+)
+
+log = logging.getLogger(__name__)
+
+#: Inference modes, in the order of every per-mode array.
+MODES = ("reconstruction", "prior", "flow")
+
+
+def _loader(ds: ExsituMapDataset, indices: np.ndarray | None, batch_size: int, workers: int,
+            device: torch.device) -> DataLoader:
+    """Batches of ``ds`` in the given order (random access by sample)."""
+    sampler = list(range(len(ds))) if indices is None else indices.tolist()
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False,
+                      prefetch_factor=4 if workers else None)
+
+
+def _save_model(payload: dict[str, Any], path: str | Path) -> None:
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load(path: str | Path, kind: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SimBridgeInputError(f"{kind} checkpoint not found", path,
+                                  "train it first: snakemake --cores 2 <this file>")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear error
+        raise SimBridgeInputError(f"{kind} checkpoint cannot be read ({err})", path,
+                                  "delete it and rerun its training rule") from None
+    if payload.get("kind") != kind:
+        raise SimBridgeInputError(f"not a {kind} checkpoint (kind: {payload.get('kind')})", path,
+                                  "point to the file the training rule wrote")
+    return payload
+
+
+def load_cvae(path: str | Path, device: torch.device | str = "cpu") -> ExsituCVAE:
+    """The trained cVAE (best checkpoint) in eval mode."""
+    payload = _load(path, "exsitu_cvae")
+    model = ExsituCVAE(CVAEArchitecture(**payload["architecture"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()
+
+
+def load_flow(path: str | Path, device: torch.device | str = "cpu") -> LatentFlow:
+    """The trained latent flow (best checkpoint) in eval mode."""
+    payload = _load(path, "exsitu_flow")
+    flow = LatentFlow(**payload["architecture"])
+    flow.load_state_dict(payload["state_dict"])
+    return flow.to(device).eval()
+
+
+def input_identity(*paths: str | Path) -> list[list]:
+    """(name, size, modification time) of input files: a checkpoint resumes only on the very
+    inputs it was trained on (a rebuilt dataset starts training afresh)."""
+    out = []
+    for p in paths:
+        st = Path(p).stat()
+        out.append([Path(p).name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _check_npix(train: ExsituMapDataset, val: ExsituMapDataset) -> None:
+    if train.npix != val.npix:
+        raise SimBridgeInputError(
+            f"the training split has {train.npix}-pixel maps but the validation split "
+            f"{val.npix}-pixel maps", val.path, "rebuild the dataset: snakemake --cores 2 dataset")
+
+
+def train_cvae(
+    train_h5: str | Path,
+    val_h5: str | Path,
+    settings: dict[str, Any],
+    out_model: str | Path,
+    out_history: str | Path,
+    out_figure: str | Path | None,
+    checkpoint_dir: str | Path,
+    device: str = "auto",
+    loader_workers: int = 0,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> Path:
+    """Train the cVAE of one (latent_dim, beta) and write its best checkpoint.
+
+    ``settings``: seed, latent_dim, beta, channels, summary_dim, augment and cvae (epochs,
+    batch_size, learning_rate, patience, ...). Returns the output path.
+    """
+    dev = select_device(device)
+    train_ds, val_ds = ExsituMapDataset(train_h5), ExsituMapDataset(val_h5)
+    _check_npix(train_ds, val_ds)
+    fit_settings = FitSettings.from_config(settings["cvae"], settings["seed"])
+    arch = CVAEArchitecture(npix=train_ds.npix, latent_dim=int(settings["latent_dim"]),
+                            channels=tuple(settings["channels"]),
+                            summary_dim=int(settings["summary_dim"]))
+    torch.manual_seed(derive_seed(settings["seed"], "init", "cvae"))
+    model = ExsituCVAE(arch)
+    normalizer = ConditionNormalizer.fit(train_ds)
+    model.normalizer.load_state_dict(normalizer.state_dict())
+    model.to(dev)
+    beta = float(settings["beta"])
+    use_augment = bool(settings.get("augment", True))
+    log.info("cVAE %s on %s: %d training and %d validation samples of %d px, %d parameters",
+             model_name(arch.latent_dim, beta), dev, len(train_ds), len(val_ds), arch.npix,
+             sum(p.numel() for p in model.parameters()))
+
+    warmup = int(settings["cvae"].get("kl_warmup_epochs", 0))
+    free_bits = float(settings["cvae"].get("free_bits", 0.0))
+    current = {"epoch": 0}
+
+    def step(m: ExsituCVAE, batch, generator: torch.Generator, train: bool) -> dict[str, Tensor]:
+        cond, target, mask = batch
+        if train and use_augment:
+            cond, target, mask = augment(cond, target, mask, generator)
+        cond, target, mask = (t.to(dev, non_blocking=True) for t in (cond, target, mask))
+        with autocast(dev):
+            x_hat, mu, logvar = m(target, m.condition(cond, mask))
+        weight = beta
+        if train and current["epoch"] < warmup:
+            # KL warm-up: the weight ramps from 0 to beta, so the decoder learns to use z
+            # before the KL term can close the latent channel (posterior collapse)
+            weight = beta * current["epoch"] / warmup
+        losses = elbo_loss(x_hat, target, mask, mu, logvar, weight, free_bits if train else 0.0)
+        return {**losses, "n": torch.tensor(len(target))}
+
+    def train_batches(epoch: int) -> DataLoader:
+        current["epoch"] = epoch
+        order = epoch_order(len(train_ds), fit_settings.seed, epoch)
+        return _loader(train_ds, order, fit_settings.batch_size, loader_workers, dev)
+
+    def val_batches() -> DataLoader:
+        return _loader(val_ds, None, fit_settings.batch_size, loader_workers, dev)
+
+    result = fit(model, step, train_batches, val_batches, fit_settings, checkpoint_dir,
+                 config_hash({"settings": settings, "npix": arch.npix,
+                              "inputs": input_identity(train_h5, val_h5)}),
+                 desc=f"cVAE {model_name(arch.latent_dim, beta)}", on_epoch_end=on_epoch_end)
+    _write_history(result.history, out_history)
+    if out_figure is not None:
+        from simbridge.report.model_figures import plot_training_curves
+
+        plot_training_curves(out_history, out_figure, title=f"cVAE {Path(out_model).parent.name}",
+                             terms=("recon", "kl"))
+    _save_model({"kind": "exsitu_cvae", "architecture": arch.to_dict(),
+                 "state_dict": result.best_state, "best_epoch": result.best_epoch,
+                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
+                 "settings": settings, "train_file": str(train_h5),
+                 "simbridge_version": simbridge.__version__}, out_model)
+    return Path(out_model)
+
+
+def _write_history(history, path: str | Path) -> None:
+    with atomic_output(path) as tmp:
+        history.to_csv(tmp, index=False, float_format="%.6g")
+
+
+@torch.no_grad()
+def encode_split(model: ExsituCVAE, ds: ExsituMapDataset, device: torch.device,
+                 batch_size: int = 64, workers: int = 0) -> dict[str, Tensor]:
+    """Posterior mean and log-variance of every sample's latent, and its condition summary."""
+    out: dict[str, list[Tensor]] = {"mu": [], "logvar": [], "summary": []}
+    model.eval()
+    for cond, target, mask in _loader(ds, None, batch_size, workers, device):
+        cond, target, mask = (t.to(device) for t in (cond, target, mask))
+        with autocast(device):
+            features, summary = model.condition_encoder(model.condition(cond, mask))
+            mu, logvar = model.encoder(target, features, summary)
+        for k, v in (("mu", mu), ("logvar", logvar), ("summary", summary)):
+            out[k].append(v.float())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def train_flow(
+    cvae_path: str | Path,
+    train_h5: str | Path,
+    val_h5: str | Path,
+    settings: dict[str, Any],
+    out_flow: str | Path,
+    out_history: str | Path,
+    out_figure: str | Path | None,
+    checkpoint_dir: str | Path,
+    device: str = "auto",
+    loader_workers: int = 0,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> Path:
+    """Train the conditional MAF p(z | summary) on latents of the trained cVAE's encoder.
+
+    Each epoch draws ``flow.latent_draws`` latents per training sample from q(z | x, c), so the
+    flow learns the aggregate posterior given the condition summary.
+    """
+    dev = select_device(device)
+    cfg = settings["flow"]
+    cvae = load_cvae(cvae_path, dev)
+    train_ds, val_ds = ExsituMapDataset(train_h5), ExsituMapDataset(val_h5)
+    _check_npix(train_ds, val_ds)
+    if train_ds.npix != cvae.arch.npix:
+        raise SimBridgeInputError(
+            f"the cVAE was trained on {cvae.arch.npix}-pixel maps, the split holds "
+            f"{train_ds.npix}-pixel maps", cvae_path, "retrain it: snakemake --forcerun "
+            "train_exsitu_cvae")
+    train_lat = encode_split(cvae, train_ds, dev, workers=loader_workers)
+    val_lat = encode_split(cvae, val_ds, dev, workers=loader_workers)
+    fit_settings = FitSettings.from_config(cfg, settings["seed"])
+    torch.manual_seed(derive_seed(settings["seed"], "init", "flow"))
+    flow = LatentFlow(cvae.arch.latent_dim, cvae.arch.summary_dim, int(cfg["transforms"]),
+                      tuple(cfg["hidden_features"])).to(dev)
+    flow.set_standardization(train_lat["mu"], train_lat["summary"])
+    draws = int(cfg["latent_draws"])
+
+    def step(f: LatentFlow, idx: Tensor, generator: torch.Generator, train: bool
+             ) -> dict[str, Tensor]:
+        lat = train_lat if train else val_lat
+        idx = torch.as_tensor(idx, device=dev).repeat(draws)
+        mu, logvar, s = lat["mu"][idx], lat["logvar"][idx], lat["summary"][idx]
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        nll = -f.log_prob(z, s).mean()
+        return {"loss": nll, "n": torch.tensor(len(idx))}
+
+    def train_batches(epoch: int) -> Iterator[np.ndarray]:
+        order = epoch_order(len(train_ds), fit_settings.seed, epoch)
+        return batches_of(len(order), fit_settings.batch_size, order)
+
+    def val_batches() -> Iterator[np.ndarray]:
+        return batches_of(len(val_ds), fit_settings.batch_size)
+
+    result = fit(flow, step, train_batches, val_batches, fit_settings, checkpoint_dir,
+                 config_hash({"settings": settings,
+                              "inputs": input_identity(cvae_path, train_h5, val_h5)}),
+                 desc=f"flow {Path(out_flow).parent.name}", on_epoch_end=on_epoch_end)
+    _write_history(result.history, out_history)
+    if out_figure is not None:
+        from simbridge.report.model_figures import plot_training_curves
+
+        plot_training_curves(out_history, out_figure, title=f"flow {Path(out_flow).parent.name}",
+                             terms=(), loss_label="negative log-likelihood of z [nats]")
+    _save_model({"kind": "exsitu_flow", "architecture": flow.config(),
+                 "state_dict": result.best_state, "best_epoch": result.best_epoch,
+                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
+                 "settings": settings, "simbridge_version": simbridge.__version__}, out_flow)
+    return Path(out_flow)
+
+
+@torch.no_grad()
+def posterior_draws(cvae: ExsituCVAE, flow: LatentFlow | None, cond: Tensor, mask: Tensor,
+                    target: Tensor | None, mode: str, n_draws: int, chunk: int = 25) -> Tensor:
+    """n_draws posterior ex-situ maps per sample: (n_draws, B, n, n).
+
+    Modes: 'reconstruction' (z from the encoder given the true map: a lower bound on the
+    error), 'prior' (z ~ N(0, I)) and 'flow' (z from the flow given the condition summary).
+    Draws use torch's global generator (seed it for reproducible draws).
+    """
+    device = cond.device
+    features, summary = cvae.condition_encoder(cvae.condition(cond, mask))
+    b, d = len(cond), cvae.arch.latent_dim
+    if mode == "reconstruction":
+        if target is None:
+            raise ValueError("reconstruction needs the true map")
+        mu, logvar = cvae.encoder(target, features, summary)
+        z = mu + torch.randn(n_draws, b, d, device=device) * torch.exp(0.5 * logvar)
+    elif mode == "prior":
+        z = torch.randn(n_draws, b, d, device=device)
+    elif mode == "flow":
+        if flow is None:
+            raise ValueError("flow sampling needs the trained flow")
+        z = flow.sample(summary.float(), n_draws)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    maps = []
+    for start in range(0, n_draws, chunk):
+        zc = z[start:start + chunk]
+        k = len(zc)
+        feats = [f.repeat(k, 1, 1, 1) for f in features]
+        out = cvae.decoder(zc.reshape(k * b, d).to(summary.dtype), feats, summary.repeat(k, 1))
+        maps.append(out.float().reshape(k, b, *out.shape[-2:]))
+    return torch.cat(maps)

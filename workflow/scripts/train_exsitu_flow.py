@@ -1,0 +1,15 @@
+"""Rule train_exsitu_flow: the conditional MAF over the latents of a trained cVAE."""
+
+import torch
+
+from simbridge.logs import job_logging
+from simbridge.models.exsitu import train_flow
+
+with job_logging(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
+    sm = snakemake  # noqa: F821
+    runtime = sm.config["exsitu_model"]
+    # the job's CPUs: loader worker processes, the rest for torch's own threads
+    torch.set_num_threads(max(1, sm.threads - runtime["loader_workers"]))
+    train_flow(sm.input.cvae, sm.input.train, sm.input.validation, sm.params.settings,
+               sm.output.model, sm.output.history, sm.output.curves, sm.params.checkpoints,
+               device=runtime["device"], loader_workers=runtime["loader_workers"])
