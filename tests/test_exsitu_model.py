@@ -171,6 +171,18 @@ def test_flow_log_prob_is_the_change_of_variables_density():
         assert ours == pytest.approx(exact, abs=1e-6)
 
 
+def test_flow_standardization_uses_the_spread_of_sampled_latents():
+    """A latent dimension the encoder does not use (mu = 0, var = 1) gets scale 1, not ~0."""
+    flow = LatentFlow(2, 1, transforms=1, hidden_features=(8,))
+    mu = torch.stack([torch.linspace(-3, 3, 1001), torch.zeros(1001)], 1)
+    var = torch.stack([torch.full((1001,), 0.25), torch.ones(1001)], 1)
+    flow.set_standardization(mu, torch.randn(1001, 1), var)
+    expected = [math.sqrt(float(mu[:, 0].var()) + 0.25), 1.0]
+    np.testing.assert_allclose(flow.z_scale.numpy(), expected, rtol=1e-5)
+    z = mu + var.sqrt() * torch.randn(1001, 2)
+    assert torch.isfinite(flow.log_prob(z, torch.randn(1001, 1))).all()
+
+
 def test_trained_flow_recovers_a_linear_gaussian_conditional_density():
     """Fit z | s ~ N(A s + b, C) and compare log p with scipy's exact density."""
     rng = np.random.default_rng(3)
@@ -224,12 +236,26 @@ def test_coverage_of_central_intervals_against_a_known_gaussian(truth_sigma):
     z = stats.norm.ppf((1 + np.asarray(levels)) / 2)
     expected = 2 * stats.norm.cdf(z / truth_sigma) - 1
     np.testing.assert_allclose(cov, expected, atol=0.025)
-    # order statistics: 101 equally spaced draws give the 5% and 95% points exactly
-    lower, upper = central_intervals(np.arange(101.0)[:, None] * [1.0, 2.0], [0.9, 0.5])
-    np.testing.assert_allclose(lower, [[5.0, 10.0], [25.0, 50.0]])
-    np.testing.assert_allclose(upper, [[95.0, 190.0], [75.0, 150.0]])
+    # order statistics: of the draws 0..98, the k-th smallest sits at k/(N+1) = k/100
+    lower, upper = central_intervals(np.arange(99.0)[:, None] * [1.0, 2.0], [0.9, 0.5])
+    np.testing.assert_allclose(lower, [[4.0, 8.0], [24.0, 48.0]])
+    np.testing.assert_allclose(upper, [[94.0, 188.0], [74.0, 148.0]])
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         central_intervals(draws, [1.0])
+
+
+def test_hundred_draws_give_calibrated_intervals_for_a_calibrated_posterior():
+    """With N = 100 draws, Weibull quantiles cover a value from the same distribution with
+    probability l; numpy's default (linear) rule would give l (N-1)/(N+1)."""
+    rng = np.random.default_rng(8)
+    levels = [0.5, 0.9, 0.98]
+    draws = rng.standard_normal((100, 40000))
+    cov = coverage_hits(draws, rng.standard_normal(40000), levels) / 40000
+    np.testing.assert_allclose(cov, levels, atol=0.006)
+    # a truth exactly at the boundary of a sigmoid output is covered only with a tolerance
+    near_one = 1 - rng.uniform(1e-4, 5e-3, (100, 50))
+    assert coverage_hits(near_one, np.ones(50), [0.9]).tolist() == [0]
+    assert coverage_hits(near_one, np.ones(50), [0.9], tolerance=0.01).tolist() == [50]
 
 
 def test_binned_residuals_against_brute_force():
@@ -354,6 +380,12 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     assert result.best_epoch == best
     assert result.stopped_early and len(result.history) == best + 1 + 3
     assert float(result.best_state["weight"]) == pytest.approx(ws[best], abs=1e-6)
+    # epochs of a warm-up do not count towards early stopping
+    model.weight.data.fill_(0.5)  # already past 0.3: validation only gets worse
+    warm = FitSettings(epochs=50, batch_size=1, learning_rate=0.05, patience=3, seed=0,
+                       warmup_epochs=4)
+    result = fit(model, step, lambda e: [0], lambda: [0], warm, tmp_path / "warm", "h")
+    assert result.best_epoch == 0 and len(result.history) == 4 + 3
 
 
 TRAIN_SCRIPT = textwrap.dedent("""
@@ -446,3 +478,39 @@ def test_a_diverging_loss_stops_training_with_a_clear_error(tmp_path):
     settings = FitSettings(epochs=3, batch_size=1, learning_rate=0.1, patience=2, seed=0)
     with pytest.raises(SimBridgeConfigError, match="learning_rate"):
         fit(model, step, lambda e: [0], lambda: [0], settings, tmp_path, "h")
+
+
+def test_evaluation_metrics_agree_with_the_posterior_maps_it_writes(tmp_path, caplog):
+    """Train a tiny cVAE and flow, evaluate, and recompute the residuals from the files."""
+    from simbridge.models.evaluation import evaluate_model
+    from simbridge.models.exsitu import train_flow
+
+    train = write_toy_split(tmp_path / "t.h5", 16)
+    val = write_toy_split(tmp_path / "v.h5", 8, seed=9)
+    test = write_toy_split(tmp_path / "test.h5", 6, seed=10)
+    settings = toy_settings(epochs=2)
+    train_cvae(train, val, settings, tmp_path / "cvae.pt", tmp_path / "h.csv", None,
+               tmp_path / "ck", device="cpu")
+    train_flow(tmp_path / "cvae.pt", train, val, settings, tmp_path / "flow.pt",
+               tmp_path / "fh.csv", None, tmp_path / "fk", device="cpu")
+    with caplog.at_level("WARNING"):
+        metrics = evaluate_model(tmp_path / "cvae.pt", tmp_path / "flow.pt", test,
+                                 {"seed": 1, "n_draws": 20, "credible_levels": [0.5, 0.95],
+                                  "coverage_tolerance": 0.01},
+                                 tmp_path / "metrics.json", tmp_path / "post.h5", device="cpu",
+                                 batch_size=4)
+    assert "needs more than 20 draws" in caplog.text  # 0.95 > 19/21
+    with h5py.File(test) as h5, h5py.File(tmp_path / "post.h5") as post:
+        truth, mask = h5["exsitu_fraction_map"][:], h5["galaxy_mask"][:].astype(bool)
+        means, stds = post["posterior_mean"][:], post["posterior_std"][:]
+    assert means.shape == stds.shape == (6, 3, 16, 16)
+    assert metrics["n_galaxy_pixels"] == mask.sum() and metrics["n_galaxies"] == 3
+    assert metrics["fraction_of_pixels_at_0"] == pytest.approx((truth[mask] == 0).mean())
+    for j, mode in enumerate(MODES):
+        res = np.abs(means[:, j] - truth)[mask]
+        stats_ = metrics["modes"][mode]
+        assert stats_["mean_abs_residual"] == pytest.approx(res.mean(), rel=1e-5)
+        assert stats_["mean_posterior_std"] == pytest.approx(stds[:, j][mask].mean(), rel=1e-5)
+        assert sum(stats_["residual_histogram"]["counts"]) == mask.sum()
+        assert set(stats_["coverage_interior"]) == {"0.5", "0.95"}
+    assert metrics["cvae_best_val_recon"] > 0 and "flow_best_val_loss" in metrics

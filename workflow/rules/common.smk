@@ -114,14 +114,14 @@ EXSITU_MODELS = {
 }
 
 
-def exsitu_model_config(wildcards) -> dict:
-    """What a trained model depends on: seed, its latent size and beta, architecture, optimizer.
+def exsitu_cvae_config(wildcards) -> dict:
+    """What a trained cVAE depends on: seed, its latent size and beta, architecture, optimizer.
 
     The device and loader workers change how fast it trains, not the model, so scripts take
-    them from the config (a change to them retrains nothing).
+    them from the config (a change to them retrains nothing); flow settings retrain only flows.
     """
     latent, beta = EXSITU_MODELS[wildcards.model]
-    keep = ("channels", "summary_dim", "augment", "cvae", "flow")
+    keep = ("channels", "summary_dim", "augment", "cvae")
     return {
         "seed": config["seed"],
         "latent_dim": latent,
@@ -130,9 +130,14 @@ def exsitu_model_config(wildcards) -> dict:
     }
 
 
+def exsitu_flow_config(wildcards) -> dict:
+    """What a trained flow depends on (beyond its cVAE, an input): seed and flow settings."""
+    return {"seed": config["seed"], "flow": EXSITU["flow"]}
+
+
 def exsitu_evaluation_config() -> dict:
     """What the evaluation of a model depends on."""
-    keep = ("n_draws", "credible_levels")
+    keep = ("n_draws", "credible_levels", "coverage_tolerance")
     return {"seed": config["seed"], **{k: EXSITU["evaluation"][k] for k in keep}}
 
 

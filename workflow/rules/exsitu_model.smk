@@ -14,7 +14,7 @@ rule train_exsitu_cvae:
             subcategory="{model}",
         ),
     params:
-        settings=exsitu_model_config,
+        settings=exsitu_cvae_config,
         checkpoints=lambda wc: sim_path(paths.EXSITU_CHECKPOINTS).format(
             model=wc.model, stage="cvae"
         ),
@@ -45,7 +45,7 @@ rule train_exsitu_flow:
             subcategory="{model}",
         ),
     params:
-        settings=exsitu_model_config,
+        settings=exsitu_flow_config,
         checkpoints=lambda wc: sim_path(paths.EXSITU_CHECKPOINTS).format(
             model=wc.model, stage="flow"
         ),

@@ -125,7 +125,9 @@ class Encoder(nn.Module):
         h = x
         for block, skip in zip(self.blocks, features, strict=True):
             h = F.avg_pool2d(block(torch.cat([h, skip], dim=1)), 2)
-        mu, logvar = self.head(torch.cat([h.flatten(1), summary], dim=1)).chunk(2, dim=1)
+        with torch.autocast(x.device.type, enabled=False):  # the latent in full precision
+            flat = torch.cat([h.flatten(1), summary], dim=1).to(self.head.weight.dtype)
+            mu, logvar = self.head(flat).chunk(2, dim=1)
         return mu, logvar.clamp(-30.0, 20.0)
 
 
@@ -156,7 +158,8 @@ class Decoder(nn.Module):
             h = F.interpolate(h, scale_factor=2, mode="nearest")
             zmap = z[:, :, None, None].to(h.dtype).expand(-1, -1, *h.shape[-2:])
             h = self.blocks[level](torch.cat([h, features[level], zmap], dim=1))
-        return torch.sigmoid(self.out(h))
+        with torch.autocast(h.device.type, enabled=False):  # bf16 would quantize the output
+            return torch.sigmoid(self.out(h.to(self.out.weight.dtype)))
 
 
 class ExsituCVAE(nn.Module):

@@ -178,9 +178,15 @@ def train_cvae(
     _save_model({"kind": "exsitu_cvae", "architecture": arch.to_dict(),
                  "state_dict": result.best_state, "best_epoch": result.best_epoch,
                  "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-                 "settings": settings, "train_file": str(train_h5),
+                 "best_row": _best_row(result), "settings": settings, "train_file": str(train_h5),
                  "simbridge_version": simbridge.__version__}, out_model)
     return Path(out_model)
+
+
+def _best_row(result) -> dict[str, float]:
+    """The history row (losses) of the best epoch."""
+    row = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
+    return {k: float(v) for k, v in row.items() if k.startswith(("train_", "val_"))}
 
 
 def _write_history(history, path: str | Path) -> None:
@@ -238,7 +244,7 @@ def train_flow(
     torch.manual_seed(derive_seed(settings["seed"], "init", "flow"))
     flow = LatentFlow(cvae.arch.latent_dim, cvae.arch.summary_dim, int(cfg["transforms"]),
                       tuple(cfg["hidden_features"])).to(dev)
-    flow.set_standardization(train_lat["mu"], train_lat["summary"])
+    flow.set_standardization(train_lat["mu"], train_lat["summary"], train_lat["logvar"].exp())
     draws = int(cfg["latent_draws"])
 
     def step(f: LatentFlow, idx: Tensor, generator: torch.Generator, train: bool
@@ -270,7 +276,8 @@ def train_flow(
     _save_model({"kind": "exsitu_flow", "architecture": flow.config(),
                  "state_dict": result.best_state, "best_epoch": result.best_epoch,
                  "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-                 "settings": settings, "simbridge_version": simbridge.__version__}, out_flow)
+                 "best_row": _best_row(result), "settings": settings,
+                 "simbridge_version": simbridge.__version__}, out_flow)
     return Path(out_flow)
 
 

@@ -42,11 +42,15 @@ class FitSettings:
     seed: int
     weight_decay: float = 0.0
     min_delta: float = 0.0
+    #: epochs of a warm-up (e.g. the KL ramp) that neither count towards early stopping nor
+    #: lower the learning rate
+    warmup_epochs: int = 0
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], seed: int) -> FitSettings:
         keys = ("epochs", "batch_size", "learning_rate", "patience", "weight_decay", "min_delta")
-        return cls(seed=int(seed), **{k: cfg[k] for k in keys if k in cfg})
+        return cls(seed=int(seed), warmup_epochs=int(cfg.get("kl_warmup_epochs", 0)),
+                   **{k: cfg[k] for k in keys if k in cfg})
 
 
 def derive_seed(*parts: object) -> int:
@@ -68,9 +72,9 @@ def select_device(request: str = "auto") -> torch.device:
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA; full float32 on CPU."""
-    if device.type == "cuda":
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return contextlib.nullcontext()  # CPU, or a GPU without native bf16: float32
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -172,19 +176,26 @@ def fit(
             losses = step(model, batch, generator, True)
             if not torch.isfinite(losses["loss"]):
                 raise SimBridgeConfigError(
-                    f"{desc}: the training loss became {float(losses['loss'])} in epoch {epoch}; "
+                    f"{desc}: the training loss became {float(losses['loss'].detach())} in "
+                    f"epoch {epoch}; "
                     "lower exsitu_model.cvae.learning_rate (or flow.learning_rate) and rerun")
             losses["loss"].backward()
             optimizer.step()
             train_sums.add(losses)
         train_seconds = time.perf_counter() - t0
         val = evaluate_losses(model, step, val_batches(), settings.seed)
-        scheduler.step(val["loss"])
+        if not math.isfinite(val["loss"]):
+            raise SimBridgeConfigError(
+                f"{desc}: the validation loss became {val['loss']} in epoch {epoch}; lower "
+                "exsitu_model.cvae.learning_rate (or flow.learning_rate) and rerun")
+        warming_up = epoch < settings.warmup_epochs
+        if not warming_up:
+            scheduler.step(val["loss"])
         improved = val["loss"] < best_val - settings.min_delta
         if improved:
             best_val, best_epoch, bad_epochs = val["loss"], epoch, 0
             best_state = _cpu_state(model)
-        else:
+        elif not warming_up:
             bad_epochs += 1
         stopped = bad_epochs >= settings.patience
         train = train_sums.means()

@@ -37,7 +37,7 @@ def plot_training_curves(history_csv: str | Path, out_png: str | Path, title: st
     ncol = 1 + len(terms)
     fig, axes = plt.subplots(1, ncol, figsize=(4.2 * ncol, 3.4), squeeze=False,
                              constrained_layout=True)
-    best = h.loc[h["val_loss"].idxmin()]
+    best = h[h["best"].astype(str) == "True"].iloc[-1]  # the epoch whose weights are kept
     labels = {"recon": "reconstruction (masked MSE)", "kl": "KL(q(z|x,c) || N(0,I)) [nats]"}
     for ax, term in zip(axes[0], ("loss", *terms), strict=True):
         ax.plot(h["epoch"], h[f"train_{term}"], label="training", color="tab:blue")
@@ -116,12 +116,17 @@ def plot_coverage(metrics_json: str | Path, out_png: str | Path) -> None:
         cov = np.array(list(stats["coverage"].values()))
         ax.plot(levels, cov, "o-", color=MODE_COLORS[mode], ms=3,
                 label=f"{MODE_LABELS[mode]} (mean |error| {stats['coverage_mean_abs_error']:.2f})")
+        if "coverage_interior" in stats:
+            ax.plot(levels, list(stats["coverage_interior"].values()), "--",
+                    color=MODE_COLORS[mode], lw=1)
+    ax.plot([], [], "k--", lw=1, label="pixels with 0 < truth < 1 only")
     ax.set_xlabel("credible level of the central interval")
     ax.set_ylabel("fraction of galaxy pixels covered")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("per-pixel coverage, test split", fontsize=10)
+    ax.set_title(f"per-pixel coverage, test split (intervals +-{m.get('coverage_tolerance', 0):g})",
+                 fontsize=9)
     _save(fig, out_png)
 
 
@@ -184,6 +189,8 @@ def compare_models(metrics_files: Sequence[str | Path], names: Sequence[str],
         m = _metrics(path)
         row = {"model": name, "latent_dim": m["latent_dim"], "beta": m["beta"],
                "cvae_best_val_loss": m["cvae_best_val_loss"],
+               "cvae_best_val_recon": m.get("cvae_best_val_recon"),
+               "cvae_best_val_kl": m.get("cvae_best_val_kl"),
                "flow_best_val_loss": m["flow_best_val_loss"]}
         for mode, stats in m["modes"].items():
             row[f"{mode}_mean_abs_residual"] = stats["mean_abs_residual"]
