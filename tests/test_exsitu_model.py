@@ -360,9 +360,9 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     model = torch.nn.Linear(1, 1, bias=False)
     model.weight.data.fill_(0.0)
 
-    def step(m, batch, generator, train):
+    def step(m, batch, generator, epoch):
         w = m.weight[0, 0]
-        loss = (w - 1.0) ** 2 if train else (w - 0.3) ** 2
+        loss = (w - 1.0) ** 2 if epoch is not None else (w - 0.3) ** 2
         return {"loss": loss, "n": torch.tensor(1)}
 
     settings = FitSettings(epochs=50, batch_size=1, learning_rate=0.05, patience=3, seed=0)
@@ -472,7 +472,7 @@ def test_posterior_draws_in_the_three_modes(tmp_path):
 def test_a_diverging_loss_stops_training_with_a_clear_error(tmp_path):
     model = torch.nn.Linear(1, 1)
 
-    def step(m, batch, generator, train):
+    def step(m, batch, generator, epoch):
         return {"loss": m.weight.sum() * float("nan"), "n": torch.tensor(1)}
 
     settings = FitSettings(epochs=3, batch_size=1, learning_rate=0.1, patience=2, seed=0)

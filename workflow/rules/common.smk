@@ -77,6 +77,11 @@ def dataset_config() -> dict:
     return {**settings, "balancing": config["balancing"], "splits": config["splits"]}
 
 
+def split_file(split: str) -> str:
+    """The dataset file of one split."""
+    return sim_path(paths.TNG_DATASET_SPLIT).replace("{split}", split)
+
+
 def per_batch(template: str) -> list[str]:
     """A per-(snapshot, batch) path template expanded over every snapshot and batch."""
     return expand(sim_path(template), snapshot=SNAPSHOTS, batch=BATCHES)

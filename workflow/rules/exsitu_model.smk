@@ -1,8 +1,8 @@
 rule train_exsitu_cvae:
     """Train the conditional VAE of one model of the sweep (GPU when present; resumes)."""
     input:
-        train=sim_path(paths.TNG_DATASET_SPLIT).replace("{split}", "train"),
-        validation=sim_path(paths.TNG_DATASET_SPLIT).replace("{split}", "validation"),
+        train=split_file("train"),
+        validation=split_file("validation"),
         leakage=sim_path(paths.TNG_LEAKAGE_CHECK),
     output:
         model=sim_path(paths.EXSITU_CVAE),
@@ -33,8 +33,8 @@ rule train_exsitu_flow:
     """Train the conditional MAF (zuko) on the latents of the trained cVAE's encoder."""
     input:
         cvae=sim_path(paths.EXSITU_CVAE),
-        train=sim_path(paths.TNG_DATASET_SPLIT).replace("{split}", "train"),
-        validation=sim_path(paths.TNG_DATASET_SPLIT).replace("{split}", "validation"),
+        train=split_file("train"),
+        validation=split_file("validation"),
     output:
         model=sim_path(paths.EXSITU_FLOW),
         history=sim_path(paths.EXSITU_FLOW_HISTORY),
@@ -65,7 +65,7 @@ rule evaluate_exsitu_model:
     input:
         cvae=sim_path(paths.EXSITU_CVAE),
         flow=sim_path(paths.EXSITU_FLOW),
-        test=sim_path(paths.TNG_DATASET_SPLIT).replace("{split}", "test"),
+        test=split_file("test"),
     output:
         metrics=sim_path(paths.EXSITU_METRICS),
         posterior=sim_path(paths.EXSITU_POSTERIOR),

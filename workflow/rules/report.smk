@@ -1,7 +1,7 @@
 rule plot_tng_maps:
     """Example maps (test split) and the global ex-situ fraction of the extracted galaxies."""
     input:
-        maps=sim_path(paths.TNG_DATASET_SPLIT).replace("{split}", "test"),
+        maps=split_file("test"),
         manifest=sim_path(paths.TNG_DATASET_MANIFEST),
     output:
         examples=report(

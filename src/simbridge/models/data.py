@@ -91,18 +91,18 @@ class ExsituMapDataset(Dataset):
     The HDF5 file opens lazily in each process (h5py handles do not survive a fork).
     """
 
-    def __init__(self, path: str | Path, indices: np.ndarray | None = None, check: bool = True):
+    def __init__(self, path: str | Path, check: bool = True):
         self.path = Path(path)
         if check:
-            check_split_file(self.path)
-        with h5py.File(self.path, "r") as h5:
-            self.n_samples = int(h5["conditions"].shape[0])
-            self.npix = int(h5["conditions"].shape[-1])
-        self.indices = np.arange(self.n_samples) if indices is None else np.asarray(indices)
+            shape = check_split_file(self.path)
+        else:
+            with h5py.File(self.path, "r") as h5:
+                shape = {"n_samples": h5["conditions"].shape[0], "npix": h5["conditions"].shape[-1]}
+        self.n_samples, self.npix = int(shape["n_samples"]), int(shape["npix"])
         self._h5: h5py.File | None = None
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return self.n_samples
 
     def _file(self) -> h5py.File:
         if self._h5 is None:
@@ -111,7 +111,7 @@ class ExsituMapDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         h5 = self._file()
-        k = int(self.indices[i])
+        k = int(i)
         cond = torch.from_numpy(h5["conditions"][k])
         target = torch.from_numpy(h5["exsitu_fraction_map"][k][None].astype(np.float32))
         mask = torch.from_numpy(h5["galaxy_mask"][k][None].astype(np.float32))
@@ -149,13 +149,10 @@ class ConditionNormalizer(torch.nn.Module):
         total = torch.zeros(5, dtype=torch.float64)
         total_sq = torch.zeros(5, dtype=torch.float64)
         count = 0.0
-        idx = np.sort(dataset.indices)
         with h5py.File(dataset.path, "r") as h5:
-            for start in range(0, len(idx), block):
-                sel = idx[start:start + block]
-                lo, hi = int(sel[0]), int(sel[-1]) + 1
-                cond = torch.from_numpy(h5["conditions"][lo:hi][sel - lo])
-                mask = torch.from_numpy(h5["galaxy_mask"][lo:hi][sel - lo].astype(bool))
+            for start in range(0, len(dataset), block):
+                cond = torch.from_numpy(h5["conditions"][start:start + block])
+                mask = torch.from_numpy(h5["galaxy_mask"][start:start + block].astype(bool))
                 t = _transform(cond).double().permute(1, 0, 2, 3)[:, mask]
                 total += t.sum(1)
                 total_sq += (t**2).sum(1)

@@ -19,7 +19,16 @@ from tqdm import tqdm
 
 from simbridge.io import atomic_output, write_json_atomic
 from simbridge.models.data import ExsituMapDataset
-from simbridge.models.exsitu import MODES, _load, _loader, load_cvae, load_flow, posterior_draws
+from simbridge.models.exsitu import (
+    MODES,
+    RETRAIN_FIX,
+    cvae_from_payload,
+    flow_from_payload,
+    load_payload,
+    posterior_draws,
+    require_npix,
+    sample_loader,
+)
 from simbridge.models.training import autocast, derive_seed, select_device
 
 log = logging.getLogger(__name__)
@@ -99,14 +108,12 @@ def evaluate_model(
     galaxy pixels (galaxy_mask == 1). Returns the metrics dictionary.
     """
     dev = select_device(device)
-    cvae, flow = load_cvae(cvae_path, dev), load_flow(flow_path, dev)
+    payloads = {"cvae": load_payload(cvae_path, "exsitu_cvae"),
+                "flow": load_payload(flow_path, "exsitu_flow")}
+    cvae = cvae_from_payload(payloads["cvae"], dev)
+    flow = flow_from_payload(payloads["flow"], dev)
     ds = ExsituMapDataset(test_h5)
-    if ds.npix != cvae.arch.npix:
-        from simbridge.errors import SimBridgeInputError
-
-        raise SimBridgeInputError(
-            f"the test split holds {ds.npix}-pixel maps, the model was trained on "
-            f"{cvae.arch.npix}", test_h5, "retrain: snakemake --forcerun train_exsitu_cvae")
+    require_npix(ds, cvae.arch.npix, f"the cVAE {cvae_path}", RETRAIN_FIX)
     n_draws = int(settings["n_draws"])
     levels = [float(x) for x in settings["credible_levels"]]
     tolerance = float(settings.get("coverage_tolerance", 0.0))
@@ -117,7 +124,6 @@ def evaluate_model(
     n, npix = len(ds), ds.npix
     torch.manual_seed(derive_seed(settings["seed"], "evaluation"))
 
-    residuals: dict[str, list[np.ndarray]] = {m: [] for m in MODES}
     signed: dict[str, list[np.ndarray]] = {m: [] for m in MODES}
     stds: dict[str, list[np.ndarray]] = {m: [] for m in MODES}
     hits = {m: np.zeros(len(levels), dtype=np.int64) for m in MODES}
@@ -138,7 +144,7 @@ def evaluate_model(
         h5.attrs["n_draws"] = n_draws
         h5.attrs["sample_index_note"] = "sample i is sample i of the test split file"
         start = 0
-        loader = _loader(ds, None, batch_size, loader_workers, dev)
+        loader = sample_loader(ds, None, batch_size, loader_workers, dev)
         for cond, target, mask in tqdm(loader, desc="posterior draws", mininterval=5.0):
             cond, target, mask = (t.to(dev) for t in (cond, target, mask))
             stop = start + len(cond)
@@ -156,14 +162,12 @@ def evaluate_model(
                 batch_means.append(mean)
                 batch_stds.append(std)
                 res = mean - t
-                residuals[mode].append(np.abs(res[m]))
                 signed[mode].append(res[m])
                 stds[mode].append(std[m])
                 hits[mode] += coverage_hits(draws[:, m], t[m], levels, tolerance)
                 hits_interior[mode] += coverage_hits(draws[:, interior], t[interior], levels)
-                for i in range(len(cond)):
-                    per_sample[mode][start + i] = np.abs(res[i][m[i]]).mean() if m[i].any() \
-                        else np.nan
+                with np.errstate(invalid="ignore"):  # a map without galaxy pixels gives NaN
+                    per_sample[mode][start:stop] = (np.abs(res) * m).sum((1, 2)) / m.sum((1, 2))
             means_ds[start:stop] = np.stack(batch_means, axis=1)
             std_ds[start:stop] = np.stack(batch_stds, axis=1)
             start = stop
@@ -191,8 +195,8 @@ def evaluate_model(
             ids = set(zip(h5["snapshot"][:].tolist(), h5["subhalo_id"][:].tolist(), strict=True))
             metrics["n_galaxies"] = len(ids)
     for mode in MODES:
-        res = np.concatenate(residuals[mode])
         sgn = np.concatenate(signed[mode])
+        res = np.abs(sgn)
         counts, _ = np.histogram(np.clip(res, 0, 1), bins=RESIDUAL_EDGES)
         metrics["modes"][mode] = {
             "mean_abs_residual": float(res.mean()),
@@ -216,14 +220,13 @@ def evaluate_model(
         "flow_beats_prior": r["flow"] < r["prior"],
         "reconstruction_beats_flow_and_prior": r["reconstruction"] < min(r["flow"], r["prior"]),
     }
-    for kind, path in (("cvae", cvae_path), ("flow", flow_path)):
-        payload = _load(path, f"exsitu_{kind}")
+    for kind, payload in payloads.items():
         metrics[f"{kind}_best_epoch"] = int(payload["best_epoch"])
         metrics[f"{kind}_best_val_loss"] = float(payload["best_val_loss"])
         for key, value in payload.get("best_row", {}).items():
             if key.startswith("val_") and key != "val_loss":
                 metrics[f"{kind}_best_{key}"] = value
-    model_settings = _load(cvae_path, "exsitu_cvae")["settings"]
+    model_settings = payloads["cvae"]["settings"]
     metrics["latent_dim"] = int(model_settings["latent_dim"])
     metrics["beta"] = float(model_settings["beta"])
     log.info("mean |residual| per pixel: %s", {m: round(v, 4) for m, v in r.items()})

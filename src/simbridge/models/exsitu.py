@@ -25,12 +25,14 @@ from simbridge.models.data import ConditionNormalizer, ExsituMapDataset, augment
 from simbridge.models.flows import LatentFlow
 from simbridge.models.naming import model_name
 from simbridge.models.training import (
+    FitResult,
     FitSettings,
     autocast,
     batches_of,
     derive_seed,
     epoch_order,
     fit,
+    save_torch_atomic,
     select_device,
 )
 
@@ -40,8 +42,8 @@ log = logging.getLogger(__name__)
 MODES = ("reconstruction", "prior", "flow")
 
 
-def _loader(ds: ExsituMapDataset, indices: np.ndarray | None, batch_size: int, workers: int,
-            device: torch.device) -> DataLoader:
+def sample_loader(ds: ExsituMapDataset, indices: np.ndarray | None, batch_size: int,
+                  workers: int, device: torch.device) -> DataLoader:
     """Batches of ``ds`` in the given order (random access by sample)."""
     sampler = list(range(len(ds))) if indices is None else indices.tolist()
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
@@ -49,12 +51,7 @@ def _loader(ds: ExsituMapDataset, indices: np.ndarray | None, batch_size: int, w
                       prefetch_factor=4 if workers else None)
 
 
-def _save_model(payload: dict[str, Any], path: str | Path) -> None:
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def _load(path: str | Path, kind: str) -> dict[str, Any]:
+def load_payload(path: str | Path, kind: str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SimBridgeInputError(f"{kind} checkpoint not found", path,
@@ -70,20 +67,29 @@ def _load(path: str | Path, kind: str) -> dict[str, Any]:
     return payload
 
 
-def load_cvae(path: str | Path, device: torch.device | str = "cpu") -> ExsituCVAE:
-    """The trained cVAE (best checkpoint) in eval mode."""
-    payload = _load(path, "exsitu_cvae")
+def cvae_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu"
+                      ) -> ExsituCVAE:
+    """The cVAE of a loaded checkpoint (``load_payload(path, "exsitu_cvae")``) in eval mode."""
     model = ExsituCVAE(CVAEArchitecture(**payload["architecture"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()
 
 
-def load_flow(path: str | Path, device: torch.device | str = "cpu") -> LatentFlow:
-    """The trained latent flow (best checkpoint) in eval mode."""
-    payload = _load(path, "exsitu_flow")
+def flow_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu") -> LatentFlow:
+    """The latent flow of a loaded checkpoint (``load_payload(path, "exsitu_flow")``), eval mode."""
     flow = LatentFlow(**payload["architecture"])
     flow.load_state_dict(payload["state_dict"])
     return flow.to(device).eval()
+
+
+def load_cvae(path: str | Path, device: torch.device | str = "cpu") -> ExsituCVAE:
+    """The trained cVAE (best checkpoint) in eval mode."""
+    return cvae_from_payload(load_payload(path, "exsitu_cvae"), device)
+
+
+def load_flow(path: str | Path, device: torch.device | str = "cpu") -> LatentFlow:
+    """The trained latent flow (best checkpoint) in eval mode."""
+    return flow_from_payload(load_payload(path, "exsitu_flow"), device)
 
 
 def input_identity(*paths: str | Path) -> list[list]:
@@ -96,11 +102,35 @@ def input_identity(*paths: str | Path) -> list[list]:
     return out
 
 
-def _check_npix(train: ExsituMapDataset, val: ExsituMapDataset) -> None:
-    if train.npix != val.npix:
+def require_npix(ds: ExsituMapDataset, npix: int, source: str, fix: str) -> None:
+    """A clear error when a split's maps are not of the size ``source`` has (npix pixels)."""
+    if ds.npix != npix:
         raise SimBridgeInputError(
-            f"the training split has {train.npix}-pixel maps but the validation split "
-            f"{val.npix}-pixel maps", val.path, "rebuild the dataset: snakemake --cores 2 dataset")
+            f"{ds.path.name} holds {ds.npix}-pixel maps, {source} has {npix}-pixel maps",
+            ds.path, fix)
+
+
+REBUILD_FIX = "rebuild the dataset: snakemake --cores 2 dataset"
+RETRAIN_FIX = "retrain: snakemake --forcerun train_exsitu_cvae"
+
+
+def _finish(result: FitResult, payload: dict[str, Any], out_model: str | Path,
+            out_history: str | Path, out_figure: str | Path | None, **plot: Any) -> Path:
+    """Write a training job's outputs: history CSV, curves figure, best checkpoint."""
+    with atomic_output(out_history) as tmp:
+        result.history.to_csv(tmp, index=False, float_format="%.6g")
+    if out_figure is not None:
+        from simbridge.report.model_figures import plot_training_curves
+
+        plot_training_curves(out_history, out_figure, **plot)
+    best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
+    save_torch_atomic({**payload, "state_dict": result.best_state,
+                       "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                       "stopped_early": result.stopped_early,
+                       "best_row": {k: float(v) for k, v in best.items()
+                                    if k.startswith(("train_", "val_"))},
+                       "simbridge_version": simbridge.__version__}, out_model)
+    return Path(out_model)
 
 
 def train_cvae(
@@ -122,8 +152,9 @@ def train_cvae(
     """
     dev = select_device(device)
     train_ds, val_ds = ExsituMapDataset(train_h5), ExsituMapDataset(val_h5)
-    _check_npix(train_ds, val_ds)
-    fit_settings = FitSettings.from_config(settings["cvae"], settings["seed"])
+    require_npix(val_ds, train_ds.npix, "the training split", REBUILD_FIX)
+    fit_settings = FitSettings.from_config(settings["cvae"], settings["seed"],
+                                           settings["cvae"].get("kl_warmup_epochs", 0))
     arch = CVAEArchitecture(npix=train_ds.npix, latent_dim=int(settings["latent_dim"]),
                             channels=tuple(settings["channels"]),
                             summary_dim=int(settings["summary_dim"]))
@@ -138,60 +169,39 @@ def train_cvae(
              model_name(arch.latent_dim, beta), dev, len(train_ds), len(val_ds), arch.npix,
              sum(p.numel() for p in model.parameters()))
 
-    warmup = int(settings["cvae"].get("kl_warmup_epochs", 0))
+    warmup = fit_settings.warmup_epochs
     free_bits = float(settings["cvae"].get("free_bits", 0.0))
-    current = {"epoch": 0}
 
-    def step(m: ExsituCVAE, batch, generator: torch.Generator, train: bool) -> dict[str, Tensor]:
+    def step(m: ExsituCVAE, batch, generator: torch.Generator, epoch: int | None
+             ) -> dict[str, Tensor]:
+        train = epoch is not None
         cond, target, mask = batch
         if train and use_augment:
             cond, target, mask = augment(cond, target, mask, generator)
         cond, target, mask = (t.to(dev, non_blocking=True) for t in (cond, target, mask))
         with autocast(dev):
             x_hat, mu, logvar = m(target, m.condition(cond, mask))
-        weight = beta
-        if train and current["epoch"] < warmup:
-            # KL warm-up: the weight ramps from 0 to beta, so the decoder learns to use z
-            # before the KL term can close the latent channel (posterior collapse)
-            weight = beta * current["epoch"] / warmup
+        # KL warm-up: the weight ramps from 0 to beta, so the decoder learns to use z before
+        # the KL term can close the latent channel (posterior collapse); validation: full beta
+        weight = beta * epoch / warmup if train and epoch < warmup else beta
         losses = elbo_loss(x_hat, target, mask, mu, logvar, weight, free_bits if train else 0.0)
         return {**losses, "n": torch.tensor(len(target))}
 
     def train_batches(epoch: int) -> DataLoader:
-        current["epoch"] = epoch
         order = epoch_order(len(train_ds), fit_settings.seed, epoch)
-        return _loader(train_ds, order, fit_settings.batch_size, loader_workers, dev)
+        return sample_loader(train_ds, order, fit_settings.batch_size, loader_workers, dev)
 
     def val_batches() -> DataLoader:
-        return _loader(val_ds, None, fit_settings.batch_size, loader_workers, dev)
+        return sample_loader(val_ds, None, fit_settings.batch_size, loader_workers, dev)
 
     result = fit(model, step, train_batches, val_batches, fit_settings, checkpoint_dir,
                  config_hash({"settings": settings, "npix": arch.npix,
                               "inputs": input_identity(train_h5, val_h5)}),
                  desc=f"cVAE {model_name(arch.latent_dim, beta)}", on_epoch_end=on_epoch_end)
-    _write_history(result.history, out_history)
-    if out_figure is not None:
-        from simbridge.report.model_figures import plot_training_curves
-
-        plot_training_curves(out_history, out_figure, title=f"cVAE {Path(out_model).parent.name}",
-                             terms=("recon", "kl"))
-    _save_model({"kind": "exsitu_cvae", "architecture": arch.to_dict(),
-                 "state_dict": result.best_state, "best_epoch": result.best_epoch,
-                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-                 "best_row": _best_row(result), "settings": settings, "train_file": str(train_h5),
-                 "simbridge_version": simbridge.__version__}, out_model)
-    return Path(out_model)
-
-
-def _best_row(result) -> dict[str, float]:
-    """The history row (losses) of the best epoch."""
-    row = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
-    return {k: float(v) for k, v in row.items() if k.startswith(("train_", "val_"))}
-
-
-def _write_history(history, path: str | Path) -> None:
-    with atomic_output(path) as tmp:
-        history.to_csv(tmp, index=False, float_format="%.6g")
+    return _finish(result, {"kind": "exsitu_cvae", "architecture": arch.to_dict(),
+                            "settings": settings, "train_file": str(train_h5)},
+                   out_model, out_history, out_figure,
+                   title=f"cVAE {Path(out_model).parent.name}", terms=("recon", "kl"))
 
 
 @torch.no_grad()
@@ -200,7 +210,7 @@ def encode_split(model: ExsituCVAE, ds: ExsituMapDataset, device: torch.device,
     """Posterior mean and log-variance of every sample's latent, and its condition summary."""
     out: dict[str, list[Tensor]] = {"mu": [], "logvar": [], "summary": []}
     model.eval()
-    for cond, target, mask in _loader(ds, None, batch_size, workers, device):
+    for cond, target, mask in sample_loader(ds, None, batch_size, workers, device):
         cond, target, mask = (t.to(device) for t in (cond, target, mask))
         with autocast(device):
             features, summary = model.condition_encoder(model.condition(cond, mask))
@@ -232,12 +242,8 @@ def train_flow(
     cfg = settings["flow"]
     cvae = load_cvae(cvae_path, dev)
     train_ds, val_ds = ExsituMapDataset(train_h5), ExsituMapDataset(val_h5)
-    _check_npix(train_ds, val_ds)
-    if train_ds.npix != cvae.arch.npix:
-        raise SimBridgeInputError(
-            f"the cVAE was trained on {cvae.arch.npix}-pixel maps, the split holds "
-            f"{train_ds.npix}-pixel maps", cvae_path, "retrain it: snakemake --forcerun "
-            "train_exsitu_cvae")
+    for ds in (train_ds, val_ds):
+        require_npix(ds, cvae.arch.npix, f"the cVAE {cvae_path}", RETRAIN_FIX)
     train_lat = encode_split(cvae, train_ds, dev, workers=loader_workers)
     val_lat = encode_split(cvae, val_ds, dev, workers=loader_workers)
     fit_settings = FitSettings.from_config(cfg, settings["seed"])
@@ -247,9 +253,9 @@ def train_flow(
     flow.set_standardization(train_lat["mu"], train_lat["summary"], train_lat["logvar"].exp())
     draws = int(cfg["latent_draws"])
 
-    def step(f: LatentFlow, idx: Tensor, generator: torch.Generator, train: bool
+    def step(f: LatentFlow, idx: Tensor, generator: torch.Generator, epoch: int | None
              ) -> dict[str, Tensor]:
-        lat = train_lat if train else val_lat
+        lat = val_lat if epoch is None else train_lat
         idx = torch.as_tensor(idx, device=dev).repeat(draws)
         mu, logvar, s = lat["mu"][idx], lat["logvar"][idx], lat["summary"][idx]
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
@@ -267,18 +273,10 @@ def train_flow(
                  config_hash({"settings": settings,
                               "inputs": input_identity(cvae_path, train_h5, val_h5)}),
                  desc=f"flow {Path(out_flow).parent.name}", on_epoch_end=on_epoch_end)
-    _write_history(result.history, out_history)
-    if out_figure is not None:
-        from simbridge.report.model_figures import plot_training_curves
-
-        plot_training_curves(out_history, out_figure, title=f"flow {Path(out_flow).parent.name}",
-                             terms=(), loss_label="negative log-likelihood of z [nats]")
-    _save_model({"kind": "exsitu_flow", "architecture": flow.config(),
-                 "state_dict": result.best_state, "best_epoch": result.best_epoch,
-                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-                 "best_row": _best_row(result), "settings": settings,
-                 "simbridge_version": simbridge.__version__}, out_flow)
-    return Path(out_flow)
+    return _finish(result, {"kind": "exsitu_flow", "architecture": flow.config(),
+                            "settings": settings},
+                   out_flow, out_history, out_figure, title=f"flow {Path(out_flow).parent.name}",
+                   terms=(), loss_label="negative log-likelihood of z [nats]")
 
 
 @torch.no_grad()
@@ -303,7 +301,7 @@ def posterior_draws(cvae: ExsituCVAE, flow: LatentFlow | None, cond: Tensor, mas
     elif mode == "flow":
         if flow is None:
             raise ValueError("flow sampling needs the trained flow")
-        z = flow.sample(summary.float(), n_draws)
+        z = flow.sample(summary, n_draws)
     else:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
     maps = []

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from simbridge.errors import SimBridgeConfigError
+from simbridge.io import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,10 @@ class FitSettings:
     warmup_epochs: int = 0
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any], seed: int) -> FitSettings:
+    def from_config(cls, cfg: dict[str, Any], seed: int, warmup_epochs: int = 0) -> FitSettings:
+        """The optimizer keys of a config section (exsitu_model.cvae or .flow)."""
         keys = ("epochs", "batch_size", "learning_rate", "patience", "weight_decay", "min_delta")
-        return cls(seed=int(seed), warmup_epochs=int(cfg.get("kl_warmup_epochs", 0)),
+        return cls(seed=int(seed), warmup_epochs=int(warmup_epochs),
                    **{k: cfg[k] for k in keys if k in cfg})
 
 
@@ -93,13 +94,14 @@ class FitResult:
     stopped_early: bool
 
 
-StepFn = Callable[[nn.Module, Any, torch.Generator, bool], dict[str, Tensor]]
+#: step(model, batch, generator, epoch): the losses of one batch; epoch is None in validation.
+StepFn = Callable[[nn.Module, Any, torch.Generator, int | None], dict[str, Tensor]]
 
 
-def _save_atomic(payload: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+def save_torch_atomic(payload: dict, path: str | Path) -> None:
+    """torch.save under a temporary name, then an atomic rename (simbridge.io.atomic_output)."""
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
@@ -135,9 +137,10 @@ def fit(
 ) -> FitResult:
     """Train ``model`` with Adam, checkpointing after every epoch and stopping early.
 
-    ``step(model, batch, generator, train)`` returns a dict of scalar losses with key "loss"
-    (and a "n" entry, the batch size, for averaging). ``train_batches(epoch)`` yields the
-    batches of an epoch in its seeded order; ``val_batches()`` the validation batches.
+    ``step(model, batch, generator, epoch)`` returns a dict of scalar losses with key "loss"
+    (and a "n" entry, the batch size, for averaging); ``epoch`` is None for validation.
+    ``train_batches(epoch)`` yields the batches of an epoch in its seeded order;
+    ``val_batches()`` the validation batches.
     A checkpoint of the same ``config_hash`` in ``checkpoint_dir`` is resumed.
     """
     checkpoint_dir = Path(checkpoint_dir)
@@ -173,7 +176,7 @@ def fit(
         for batch in tqdm(train_batches(epoch), desc=f"{desc} epoch {epoch}", leave=False,
                           mininterval=5.0):
             optimizer.zero_grad(set_to_none=True)
-            losses = step(model, batch, generator, True)
+            losses = step(model, batch, generator, epoch)
             if not torch.isfinite(losses["loss"]):
                 raise SimBridgeConfigError(
                     f"{desc}: the training loss became {float(losses['loss'].detach())} in "
@@ -207,11 +210,12 @@ def fit(
         history.append(row)
         log.info("%s epoch %d: train loss %.5g, validation loss %.5g%s", desc, epoch,
                  train["loss"], val["loss"], " (best)" if improved else "")
-        _save_atomic({"epoch": epoch, "model": model.state_dict(),
-                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "history": history, "best_state": best_state, "best_epoch": best_epoch,
-                      "best_val": best_val, "bad_epochs": bad_epochs, "stopped": stopped,
-                      "config_hash": config_hash}, checkpoint_dir / CHECKPOINT_NAME)
+        save_torch_atomic({"epoch": epoch, "model": model.state_dict(),
+                           "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(), "history": history,
+                           "best_state": best_state, "best_epoch": best_epoch,
+                           "best_val": best_val, "bad_epochs": bad_epochs, "stopped": stopped,
+                           "config_hash": config_hash}, checkpoint_dir / CHECKPOINT_NAME)
         if stopped:
             log.info("%s: early stop after epoch %d (no better validation loss in %d epochs)",
                      desc, epoch, settings.patience)
@@ -249,7 +253,7 @@ def evaluate_losses(model: nn.Module, step: StepFn, batches: Iterable, seed: int
     generator = torch.Generator().manual_seed(0)
     sums = _Sums()
     for batch in batches:
-        sums.add(step(model, batch, generator, False))
+        sums.add(step(model, batch, generator, None))
     if sums.n == 0:
         raise ValueError("the validation set is empty")
     return sums.means()
