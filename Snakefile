@@ -1,17 +1,24 @@
 """SimBridge: simulations to machine-learning datasets. Entry point of the workflow."""
 
-from snakemake.utils import min_version, validate
+from pathlib import Path
 
-from simbridge.config import check_config_semantics
+from snakemake.utils import min_version
+
+from simbridge.config import read_config_file, validate_workflow_config
 
 min_version("9.0")
+
+# Snakemake's own loader reports a YAML syntax error without file or line: read it first.
+if Path("config.yaml").is_file():
+    read_config_file("config.yaml")
 
 
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
-check_config_semantics(config)
+# snakemake.utils.validate (schema defaults filled in) with errors that start with the key,
+# its value and what is allowed, then the checks the schema cannot express.
+validate_workflow_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 
 report: "workflow/report/workflow.rst"
@@ -29,7 +36,22 @@ localrules:
     check_leakage,
     plot_balancing,
     model,
+    infer,
     compare_exsitu_models,
+    abundances_demo,
+    abundances_extraction,
+    abundances_dataset,
+    check_abundance_disjointness,
+    plot_abundance_planes,
+    select_abundance_settings,
+    plot_abundance_results,
+    abundances_model,
+    generalization_spectra,
+    generalization_models,
+    generalization_study,
+    generalization_regression,
+    plot_generalization,
+    plot_generalization_model,
 
 
 include: "workflow/rules/common.smk"
@@ -38,15 +60,26 @@ include: "workflow/rules/tng_maps.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/exsitu_model.smk"
+include: "workflow/rules/abundances.smk"
+include: "workflow/rules/generalization.smk"
+
+
+BRANCH_OUTPUTS = {
+    # branch name (config `branches`) -> everything `all` builds for it
+    "exsitu": lambda: dataset_outputs()
+    + tng_report_figures()
+    + exsitu_model_outputs()
+    + exsitu_inference_outputs(),
+    "generalization": generalization_outputs,
+    "abundances": lambda: abundance_dataset_outputs() + abundance_model_outputs(),
+}
 
 
 rule all:
-    """Everything: the dataset, its figures, the trained ex-situ models and their evaluation."""
+    """Everything of the branches in config `branches` (demo: all of them)."""
     default_target: True
     input:
-        dataset_outputs(),
-        tng_report_figures(),
-        exsitu_model_outputs(),
+        [f for branch in config["branches"] for f in BRANCH_OUTPUTS[branch]()],
 
 
 # Named targets, one per stage (snakemake --cores 2 <name>); demo_universe is a rule of its own.
@@ -72,3 +105,9 @@ rule model:
     """Stage: train the cVAE and flow of every model of the sweep, evaluate and compare them."""
     input:
         exsitu_model_outputs(),
+
+
+rule infer:
+    """Stage: apply a trained ex-situ model to the files of exsitu_model.inference.input_files."""
+    input:
+        exsitu_inference_outputs() or no_inference_inputs,

@@ -1,9 +1,11 @@
 """Is the data loader the bottleneck of cVAE training?
 
-Times, in one run, (1) the loader: random-access reads of split-file samples through a torch
-DataLoader with N workers, moved to the device, and (2) the model: one optimizer step of the cVAE
-(forward, ELBO, backward, Adam) on batches already on the device (bf16 autocast on CUDA). Prints
-both in samples per second and their ratio; a ratio above 1 means the GPU/CPU never waits for data.
+Times, in one run, (1) the training loader (simbridge.models.data.batch_loader: the split held
+in memory when it fits the loader's memory budget, else read from the file in contiguous
+blocks in a shuffled block order), in-process and with N worker processes, batches moved to the
+device, and (2) the model: one optimizer step of the cVAE (forward, ELBO, backward, Adam) on
+batches already on the device (bf16 autocast on CUDA). Prints both in samples per second and
+their ratio; a ratio above 1 means the GPU/CPU never waits for data.
 
     python benchmarks/bench_training.py                       # 128 px, the full configuration
     python benchmarks/bench_training.py --dataset results/tng/TNG-demo/dataset/train.h5 \\
@@ -20,11 +22,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from simbridge.models.cvae import CVAEArchitecture, ExsituCVAE, elbo_loss
-from simbridge.models.data import ExsituMapDataset
-from simbridge.models.training import autocast, select_device
+from simbridge.models.data import ExsituMapDataset, batch_loader, set_memory_budget
+from simbridge.models.training import autocast, epoch_order, select_device
 
 
 def synthetic_split(path: Path, n: int, npix: int, seed: int = 0) -> Path:
@@ -51,15 +52,15 @@ def synthetic_split(path: Path, n: int, npix: int, seed: int = 0) -> Path:
 
 def loader_rate(ds: ExsituMapDataset, batch: int, workers: int, device: torch.device,
                 epochs: int) -> float:
-    """Samples per second through the DataLoader in a random order, delivered to the device."""
-    rng = np.random.default_rng(0)
+    """Samples per second of the training loader over epochs of seeded shuffled orders,
+    delivered to the device (the split's one-off load into memory is not counted)."""
+    ds.hold_in_memory()
     n = 0
     t0 = time.perf_counter()
-    for _ in range(epochs):
-        loader = DataLoader(ds, batch_size=batch, sampler=rng.permutation(len(ds)).tolist(),
-                            num_workers=workers, pin_memory=device.type == "cuda",
-                            prefetch_factor=4 if workers else None)
-        for cond, target, mask in loader:
+    for epoch in range(epochs):
+        order = epoch_order(len(ds), 0, epoch)
+        for cond, target, mask in batch_loader(ds, order, batch, workers,
+                                               pin_memory=device.type == "cuda"):
             cond = cond.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
             mask = mask.to(device, non_blocking=True)
@@ -109,6 +110,8 @@ def main() -> None:
     ap.add_argument("--latent", type=int, default=10)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--epochs", type=int, default=2, help="passes of the loader over the file")
+    ap.add_argument("--memory-gb", type=float, default=None,
+                    help="loader memory budget (default: automatic; 0: read in blocks)")
     ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     args = ap.parse_args()
     device = select_device(args.device)
@@ -117,16 +120,37 @@ def main() -> None:
         ds = ExsituMapDataset(path, check=False)
         arch = CVAEArchitecture(npix=ds.npix, latent_dim=args.latent,
                                 channels=tuple(int(c) for c in args.channels.split(",")))
-        loader = loader_rate(ds, args.batch_size, args.workers, device, args.epochs)
+        rates = {}
+        set_memory_budget(args.memory_gb)
+        t0 = time.perf_counter()
+        auto_memory = ds.hold_in_memory()
+        load_rate = len(ds) / (time.perf_counter() - t0) if auto_memory else None
+        label = "in memory" if auto_memory else "blocks from the file"
+        worker_counts = sorted({0, args.workers})
+        for w in worker_counts:
+            rates[f"{label}, {w} workers"] = loader_rate(ds, args.batch_size, w, device,
+                                                         args.epochs)
+        if auto_memory:  # the mode of splits that do not fit: read in blocks
+            ds.release_memory()
+            set_memory_budget(0)
+            for w in worker_counts:
+                rates[f"blocks from the file, {w} workers"] = loader_rate(
+                    ds, args.batch_size, w, device, args.epochs)
         model = model_rate(arch, args.batch_size, device, args.steps)
     threads = torch.get_num_threads()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{threads}"
-    print(f"device {name}; {len(ds)} samples of {ds.npix} px; batch {args.batch_size}; "
-          f"channels {list(arch.channels)}")
-    print(f"loader ({args.workers} workers, random access): {loader:10.0f} samples/s")
-    print(f"model step (forward+backward+Adam):       {model:10.0f} samples/s")
-    verdict = "loader is not the bottleneck" if loader > model else "LOADER IS THE BOTTLENECK"
-    print(f"loader / model = {loader / model:.2f}  ({verdict})")
+    print(f"device {name}; {len(ds)} samples of {ds.npix} px ({ds.nbytes / 1e9:.2f} GB in "
+          f"memory); batch {args.batch_size}; channels {list(arch.channels)}")
+    print(f"automatic choice (memory budget {'auto' if args.memory_gb is None else args.memory_gb}"
+          f" GB): {label}")
+    if load_rate is not None:
+        print(f"one-off load into memory:                     {load_rate:10.0f} samples/s")
+    for key, rate in rates.items():
+        print(f"loader ({key}):{' ' * max(1, 32 - len(key))}{rate:10.0f} samples/s")
+    print(f"model step (forward+backward+Adam):            {model:10.0f} samples/s")
+    for key, rate in rates.items():
+        verdict = "loader is not the bottleneck" if rate > model else "LOADER IS THE BOTTLENECK"
+        print(f"loader ({key}) / model = {rate / model:.2f}  ({verdict})")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ def small_config(**maps_overrides) -> dict:
     """The demo config shrunk for tests: fewer galaxies, small maps, one chunked universe."""
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg = copy.deepcopy(cfg)
+    cfg["branches"] = ["exsitu"]  # the other branches have their own test configs
     cfg["demo_universe"]["n_galaxies"] = 16
     cfg["tng"]["n_batches"] = 2
     cfg["maps"].update({"npix": 32, "n_example_galaxies": 2})

@@ -159,6 +159,9 @@ def _write_star_field(sim: Path, global_index: int, field: str, value: float) ->
             n = int(fh["Header"].attrs["NumPart_ThisFile"][4])
             if first <= global_index < first + n:
                 data = fh[f"PartType4/{field}"]
+                if data.ndim == 1:
+                    data[global_index - first] = value
+                    return
                 row = data[global_index - first]
                 row[...] = value
                 data[global_index - first] = row
@@ -253,7 +256,7 @@ def test_workflow_prints_the_clean_error(tmp_path):
         [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
          "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
          "--cores", "1"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=3 * 3600,  # a hang guard, not a time limit
     )
     assert proc.returncode != 0
     assert "SimBridge error: TNG base path does not exist" in proc.stderr + proc.stdout
@@ -274,3 +277,108 @@ def test_archive_without_offsets_files_reads_through_fof_order(sim, config, tmp_
     pd.testing.assert_frame_equal(with_offsets, without)
     with h5py.File(tmp_path / "b" / "maps.h5") as h5:
         np.testing.assert_array_equal(h5["conditions"][...], reference)
+
+
+def _a_star_of_subhalo(sim: Path, subhalo: int) -> int:
+    """Global PartType4 index of one real star (not a wind cell) of ``subhalo``."""
+    start, length = _subhalo_star_range(sim, subhalo)
+    with h5py.File(sim / "postprocessing/StellarAssembly/stars_099.hdf5") as fh:
+        is_star = fh["InSitu"][start:start + length] >= 0  # wind cells are -1
+    return start + int(np.flatnonzero(is_star)[length // 4])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("Masses", -1e-4, "1 negative values in PartType4/Masses"),
+        ("GFM_Metallicity", -0.01, "1 negative values in PartType4/GFM_Metallicity"),
+        # snapshot 99 is at a = 1: a star formed at a = 1.2 has a negative age
+        ("GFM_StellarFormationTime", 1.2, "1 star particles formed after the snapshot"),
+    ],
+    ids=["negative_mass", "negative_metallicity", "formed_after_the_snapshot"],
+)
+def test_unphysical_star_values_are_a_recorded_skip_like_nans(sim, config, tmp_path, field,
+                                                              value, reason):
+    """One bad star skips its galaxy with the reason in the manifest; the batch goes on."""
+    _write_star_field(sim, _a_star_of_subhalo(sim, 0), field, value)
+    manifest = run_extraction(sim, config, tmp_path).set_index("subhalo_id")
+    assert manifest.loc[0, "status"] == "skipped"
+    assert reason in manifest.loc[0, "reason"], manifest.loc[0, "reason"]
+    assert (manifest.drop(index=0)["status"] == "extracted").all()
+    with h5py.File(tmp_path / "maps.h5") as h5:
+        assert 0 not in set(h5["subhalo_id"][...].tolist())
+        assert (h5["conditions"][:, 3] >= 0).all()  # no negative mass-weighted age
+    if field in ("Masses", "GFM_StellarFormationTime"):  # what the measurement reads
+        measured = measure_batch(sim / "output", 99, tmp_path / "catalog.csv", 0, config,
+                                 tmp_path / "measured.csv", progress=False)
+        row = measured.set_index("subhalo_id").loc[0]
+        assert row["status"] == "skipped" and reason in row["reason"]
+
+
+def _set_header(path: Path, key: str, value: float) -> None:
+    with h5py.File(path, "a") as fh:
+        fh["Header"].attrs[key] = value
+
+
+@pytest.mark.parametrize(("key", "value"), [("HubbleParam", 0.7), ("Redshift", 0.1),
+                                            ("Time", 0.909)])
+@pytest.mark.parametrize("relative", ["output/snapdir_099/snap_099.2.hdf5",
+                                      "output/groups_099/fof_subhalo_tab_099.1.hdf5"])
+def test_headers_that_disagree_between_files_stop_naming_both(sim, config, tmp_path, key, value,
+                                                              relative):
+    _set_header(sim / relative, key, value)
+    chunk0 = sim / "output/snapdir_099/snap_099.0.hdf5"
+    with expect_error(sim / relative, f"Header {key} = {value:g}", "different snapshots or runs",
+                      str(chunk0)):
+        run_extraction(sim, config, tmp_path)
+    assert not (tmp_path / "maps.h5").exists()
+
+
+def test_redshift_that_disagrees_with_the_scale_factor_stops(sim, config, tmp_path):
+    for path in [*sim.glob("output/snapdir_099/*.hdf5"), *sim.glob("output/groups_099/*.hdf5")]:
+        _set_header(path, "Redshift", 0.1)  # every file agrees, but a = 1 means z = 0
+    chunk0 = sim / "output/snapdir_099/snap_099.0.hdf5"
+    with expect_error(chunk0, "Redshift = 0.1 but Time (scale factor) = 1"):
+        run_extraction(sim, config, tmp_path)
+
+
+def test_implausible_hubble_param_gets_its_own_error(sim, config, tmp_path):
+    """67.74 (H0 instead of h) in every header: not a 'lower the mass cut' message."""
+    for path in [*sim.glob("output/snapdir_099/*.hdf5"), *sim.glob("output/groups_099/*.hdf5")]:
+        _set_header(path, "HubbleParam", 67.74)
+    chunk0 = sim / "output/snapdir_099/snap_099.0.hdf5"
+    with expect_error(chunk0, "HubbleParam = 67.74", "plausible range 0.3-1.5",
+                      "h would be 0.6774") as info:
+        run_extraction(sim, config, tmp_path)
+    assert "stellar_mass_min_msun" not in str(info.value)
+
+
+def test_missing_box_size_gets_a_fix_that_fits(sim, config, tmp_path):
+    chunk0 = sim / "output/snapdir_099/snap_099.0.hdf5"
+    with h5py.File(chunk0, "a") as fh:
+        del fh["Header"].attrs["BoxSize"]
+    with expect_error(chunk0, "lacks BoxSize", "attrs['BoxSize']") as info:
+        run_extraction(sim, config, tmp_path)
+    assert "cutout" not in str(info.value) and "NumPart_Total" not in str(info.value)
+
+
+def test_corrupt_map_batch_gets_the_rerun_fix_not_re_download(sim, config, tmp_path):
+    from simbridge.dataset.build import build_split
+
+    manifest = run_extraction(sim, config, tmp_path)
+    done = manifest[manifest["status"] == "extracted"]
+    pd.DataFrame({"snapshot": done["snapshot"], "subhalo_id": done["subhalo_id"],
+                  "lineage_group": np.arange(len(done)), "split": "train"}
+                 ).to_csv(tmp_path / "splits.csv", index=False)
+    args = (["train", [tmp_path / "maps.h5"], [tmp_path / "galaxies.csv"],
+             tmp_path / "splits.csv", config])
+    assert build_split(*args, tmp_path / "train.h5", progress=False) == done["n_views"].sum()
+    truncate(tmp_path / "maps.h5")
+    with expect_error(tmp_path / "maps.h5", "maps batch", "--forcerun extract_maps",
+                      f"rm {tmp_path / 'maps.h5'}") as info:
+        build_split(*args, tmp_path / "train2.h5", progress=False)
+    assert "re-download" not in str(info.value)
+    (tmp_path / "galaxies.csv").write_bytes(b"\x00\xff garbage")
+    with expect_error(tmp_path / "galaxies.csv", "--forcerun extract_maps") as info:
+        build_split(*args, tmp_path / "train3.h5", progress=False)
+    assert "re-download" not in str(info.value)

@@ -114,3 +114,89 @@ def test_envs_list_the_same_packages_as_pyproject():
             )
             seen[name] = dep
     assert set(seen) == set(wanted), f"not in any env: {set(wanted) - set(seen)}"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "named"),
+    [
+        ("maps", "npix", 32.0, "maps.npix = 32.0"),
+        ("tng", "n_batches", 4.0, "tng.n_batches = 4.0"),
+        ("exsitu_model", "latent_dims", [10.0, 4], "exsitu_model.latent_dims[0] = 10.0"),
+    ],
+)
+def test_integer_written_as_float_is_a_config_error_naming_the_key(
+        demo_config, tmp_path, section, key, value, named):
+    """jsonschema's integer type accepts 32.0 (and YAML reads `32.0` as a float)."""
+    bad = copy.deepcopy(demo_config)
+    bad[section][key] = value
+    with pytest.raises(SimBridgeConfigError, match=re.escape(named)) as info:
+        validate_config(bad)
+    assert "must be an integer" in str(info.value)
+    text = (ROOT / "config.yaml").read_text().replace("  npix: 32 ", "  npix: 32.0 ")
+    assert "npix: 32.0" in text
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(SimBridgeConfigError, match=r"maps\.npix = 32\.0 must be an integer"):
+        load_config(tmp_path / "config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("change", "first_line", "allowed"),
+    [
+        (lambda c: c["splits"].update(lineage="trees"), "config key splits.lineage = 'trees'",
+         "allowed values: 'auto', 'merger_trees', 'particle_ids'"),
+        (lambda c: c["maps"].update(npix="128"), "config key maps.npix = '128'",
+         "expected type integer"),
+        (lambda c: c["exsitu_model"]["cvae"].update(epochs=0),
+         "config key exsitu_model.cvae.epochs = 0", "must be >= 1"),
+        (lambda c: c["balancing"].update(min_veiws=2), "unknown config key balancing.min_veiws "
+         "(did you mean min_views?)", "allowed keys of balancing: exsitu_fraction_bins"),
+    ],
+)
+def test_validation_error_shows_key_value_and_allowed_values_first(
+        demo_config, change, first_line, allowed):
+    bad = copy.deepcopy(demo_config)
+    change(bad)
+    with pytest.raises(SimBridgeConfigError) as info:
+        validate_config(bad)
+    message = str(info.value)
+    lines = message.splitlines()
+    assert lines[0].startswith(first_line), message
+    assert allowed in lines[1], message
+    assert "Failed validating" not in message and "On instance" not in message  # no schema dump
+    assert len(lines) <= 3
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    broken = tmp_path / "config.yaml"
+    broken.write_text("seed: 1\ntng:\n  snapshots: [99, 91\n  n_batches: 4\n")
+    with pytest.raises(SimBridgeConfigError) as info:
+        load_config(broken)
+    message = str(info.value)
+    assert str(broken.resolve()) in message
+    assert re.search(r"line 4, column \d+ is not valid YAML", message), message
+    assert "line 3, column 14" in message  # where the unclosed bracket opened
+    assert "fix:" in message
+
+
+@pytest.mark.parametrize(
+    ("split", "fractions"),
+    [
+        ("test", {"train": 0.85, "validation": 0.15, "test": 0.0}),
+        ("validation", {"train": 0.85, "validation": 0.0, "test": 0.15}),
+        ("train", {"train": 0.0, "validation": 0.5, "test": 0.5}),
+    ],
+)
+def test_a_zero_split_share_is_a_config_error_naming_the_key(demo_config, split, fractions):
+    """A split without galaxies would fail only after training (no early stopping or test)."""
+    bad = copy.deepcopy(demo_config)
+    bad["splits"]["fractions"] = fractions
+    with pytest.raises(SimBridgeConfigError, match=rf"splits\.fractions\.{split} = 0"):
+        validate_config(bad)
+
+
+def test_tilde_in_base_path_is_expanded(demo_config, tmp_path, monkeypatch):
+    from simbridge.paths import tng_base_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    demo_config["tng"]["base_path"] = "~/TNG100-1/output"
+    assert tng_base_path(demo_config) == tmp_path / "TNG100-1" / "output"

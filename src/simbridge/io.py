@@ -14,6 +14,7 @@ import pandas as pd
 
 import simbridge
 from simbridge.config import config_hash
+from simbridge.errors import SimBridgeInputError
 
 
 def partial_path(path: str | Path) -> Path:
@@ -68,3 +69,29 @@ def write_provenance(
     group.attrs["simbridge_version"] = simbridge.__version__
     group.attrs["seed"] = int(seed)
     group.attrs["input_files"] = [str(p) for p in input_files]
+
+
+@contextlib.contextmanager
+def open_hdf5(path: str | Path, what: str, fix: str, missing_fix: str | None = None,
+              required: Sequence[str] = ()) -> Iterator[h5py.File]:
+    """Open an HDF5 file for reading; a missing, unreadable or incomplete file is a
+    SimBridgeInputError naming the file and the fix.
+
+    ``fix``: what a corrupt file needs (re-download an archive file, rerun the job that wrote a
+    workflow file); ``missing_fix``: what a missing file needs (default: ``fix``);
+    ``required``: datasets the file must hold.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SimBridgeInputError(f"{what} is missing", path, missing_fix or fix)
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as err:
+        raise SimBridgeInputError(f"{what} cannot be opened as HDF5 ({err})", path, fix) from None
+    try:
+        missing = [k for k in required if k not in fh]
+        if missing:
+            raise SimBridgeInputError(f"{what} lacks the dataset(s) {missing}", path, fix)
+        yield fh
+    finally:
+        fh.close()

@@ -45,10 +45,61 @@ EXSITU_METRICS = EXSITU_MODEL_DIR + "/evaluation/metrics.json"
 EXSITU_RESIDUALS_FIGURE = EXSITU_MODEL_DIR + "/figures/residuals.png"
 EXSITU_RESIDUAL_VS_TRUTH_FIGURE = EXSITU_MODEL_DIR + "/figures/residual_vs_truth.png"
 EXSITU_COVERAGE_FIGURE = EXSITU_MODEL_DIR + "/figures/coverage.png"
+EXSITU_CALIBRATION_FIGURE = EXSITU_MODEL_DIR + "/figures/calibration.png"
 EXSITU_EXAMPLES_FIGURE = EXSITU_MODEL_DIR + "/figures/example_posteriors.png"
 #: Comparison of the models of the sweep.
 EXSITU_SWEEP_TABLE = "results/tng/{simulation}/exsitu_model/sweep.csv"
 EXSITU_SWEEP_FIGURE = "results/tng/{simulation}/exsitu_model/sweep.png"
+#: Inference on new galaxies, per model and input file ({name}: the input file's stem).
+EXSITU_INFERENCE_DIR = EXSITU_MODEL_DIR + "/inference/{name}"
+EXSITU_INFERENCE_POSTERIOR = EXSITU_INFERENCE_DIR + "/posterior.h5"
+EXSITU_INFERENCE_SUMMARY = EXSITU_INFERENCE_DIR + "/summary.json"
+EXSITU_INFERENCE_FIGURES = EXSITU_INFERENCE_DIR + "/figures"
+
+#: Abundances branch (NIHAO): demo suite, extraction, superpositions, two-step SBI, evaluation.
+NIHAO_DEMO_DIR = "results/nihao/demo_suite"
+NIHAO_DEMO_SUMMARY = "results/nihao/demo_suite.summary.json"
+ABUNDANCES_DIR = "results/nihao/abundances"
+ABUNDANCE_BATCH = ABUNDANCES_DIR + "/batches/batch_{batch}.h5"
+ABUNDANCE_BATCH_ERRORS = ABUNDANCES_DIR + "/batches/batch_{batch}.errors.csv"
+ABUNDANCE_HISTOGRAMS = ABUNDANCES_DIR + "/building_blocks.h5"
+ABUNDANCE_BLOCKS = ABUNDANCES_DIR + "/building_blocks.csv"
+ABUNDANCE_ERRORS = ABUNDANCES_DIR + "/errors.csv"
+ABUNDANCE_PLANES_FIGURE = ABUNDANCES_DIR + "/figures/abundance_planes.png"
+ABUNDANCE_SPLIT = ABUNDANCES_DIR + "/dataset/{split}.h5"
+ABUNDANCE_DISJOINTNESS = ABUNDANCES_DIR + "/dataset/disjointness_check.json"
+ABUNDANCE_MODELS = ABUNDANCES_DIR + "/models"
+ABUNDANCE_TUNING_JOURNAL = ABUNDANCE_MODELS + "/tuning/journal.log"
+ABUNDANCE_TUNING_WORKER = ABUNDANCE_MODELS + "/tuning/worker_{worker}.json"
+ABUNDANCE_BEST_SETTINGS = ABUNDANCE_MODELS + "/tuning/best_settings.json"
+ABUNDANCE_MODEL = ABUNDANCE_MODELS + "/{estimator}.pt"
+ABUNDANCE_CLASSIFIER_CHECKPOINTS = ABUNDANCE_MODELS + "/checkpoints/nsub_classifier"
+ABUNDANCE_EVALUATION = ABUNDANCE_MODELS + "/evaluation"
+ABUNDANCE_METRICS = ABUNDANCE_EVALUATION + "/metrics.json"
+ABUNDANCE_FIGURE = ABUNDANCE_EVALUATION + "/{figure}.png"
+
+#: Generalization branch: universes, spectra per domain, features, distances, models, errors.
+GEN_DIR = "results/generalization"
+GEN_UNIVERSE_DIR = GEN_DIR + "/universes/{universe}"
+GEN_UNIVERSE_SUMMARY = GEN_DIR + "/universes/{universe}.summary.json"
+GEN_CATALOG = GEN_DIR + "/catalogs/{universe}.csv"
+GEN_SPECTRA = GEN_DIR + "/spectra/{domain}.h5"
+GEN_SPECTRA_MANIFEST = GEN_DIR + "/spectra/{domain}.csv"
+GEN_OBSERVED_SPECTRA = GEN_DIR + "/observed/spectra.h5"
+GEN_OBSERVED_MANIFEST = GEN_DIR + "/observed/manifest.csv"
+GEN_FEATURES = GEN_DIR + "/features.json"
+GEN_DISTANCES = GEN_DIR + "/distances.json"
+#: One model per training domain and kind (random_forest: pickle, cnn: torch payload).
+GEN_RF_MODEL = GEN_DIR + "/models/random_forest/{domain}.pkl"
+GEN_CNN_MODEL = GEN_DIR + "/models/cnn/{domain}.pt"
+GEN_CNN_HISTORY = GEN_DIR + "/models/cnn/{domain}_history.csv"
+GEN_CNN_CHECKPOINTS = GEN_DIR + "/models/cnn/checkpoints/{domain}"
+GEN_ERRORS = GEN_DIR + "/errors/{kind}/{domain}.json"
+GEN_METRICS = GEN_DIR + "/metrics.json"
+GEN_ERROR_DISTANCE_FIGURE = GEN_DIR + "/figures/error_vs_distance_{kind}.png"
+GEN_DISTANCE_MATRIX_FIGURE = GEN_DIR + "/figures/distance_matrices.png"
+GEN_HELDOUT_FIGURE = GEN_DIR + "/figures/heldout_predicted_vs_measured_{kind}.png"
+GEN_SPECTRA_FIGURE = GEN_DIR + "/figures/example_spectra.png"
 
 #: Dataset splits, in the order they are written.
 SPLITS = ("train", "validation", "test")
@@ -68,8 +119,9 @@ def batch_tag(batch: int) -> str:
 
 
 def tng_base_path(config: dict[str, Any]) -> Path:
-    """illustris_python basePath: the configured archive, or the demo universe's output/."""
+    """illustris_python basePath: the configured archive (``~`` expanded), or the demo
+    universe's output/."""
     base = config["tng"]["base_path"]
     if base is not None:
-        return Path(base)
+        return Path(base).expanduser()
     return Path(DEMO_SIM_DIR.format(simulation=config["tng"]["simulation_name"])) / "output"

@@ -84,3 +84,13 @@ def periodic_offset(x: ArrayLike, centre: ArrayLike, box_size: float) -> NDArray
     """Separation x - centre wrapped into [-box/2, box/2) (minimum image), same units as input."""
     d = np.asarray(x, dtype=np.float64) - np.asarray(centre, dtype=np.float64)
     return (d + 0.5 * box_size) % box_size - 0.5 * box_size
+
+
+def scale_factor_at_cosmic_time(
+    time_gyr: ArrayLike, hubble_param: float, omega_matter: float, omega_lambda: float
+) -> NDArray:
+    """Scale factor at cosmic time t in Gyr: the inverse of :func:`cosmic_time_gyr` (flat)."""
+    t = np.asarray(time_gyr, dtype=np.float64)
+    hubble_time = HUBBLE_TIME_GYR_H1 / hubble_param
+    arg = 1.5 * np.sqrt(omega_lambda) * t / hubble_time
+    return (np.sqrt(omega_matter / omega_lambda) * np.sinh(arg)) ** (2.0 / 3.0)

@@ -1,5 +1,7 @@
 """Path helpers and input functions shared by the rules (paths come from simbridge.paths)."""
 
+import functools
+
 from simbridge import paths
 from simbridge.models.naming import model_name
 
@@ -37,8 +39,37 @@ def tng_base_path() -> str:
 
 
 def tng_archive_input(wildcards) -> list[str]:
-    """The demo universe's summary when it is the input; nothing for a real archive."""
+    """The demo universe's summary when it is the input; nothing for a real archive (whose
+    files enter through the archive_fingerprint params below)."""
     return [sim_path(paths.DEMO_SUMMARY)] if USE_DEMO_UNIVERSE else []
+
+
+@functools.cache
+def _snapshot_fingerprint(snapshot: str) -> str:
+    from simbridge.sims.tng import files_fingerprint, snapshot_archive_files
+
+    return files_fingerprint(snapshot_archive_files(paths.tng_base_path(config), int(snapshot)))
+
+
+def archive_fingerprint(wildcards) -> str:
+    """Names, sizes and mtimes of one snapshot's archive files, hashed (one stat per file).
+
+    A param of the jobs that read the archive: a replaced or repaired file changes it, so those
+    jobs and what follows rerun, even when the new file carries an older mtime. The demo
+    universe is tracked through its summary file instead (an input).
+    """
+    return "demo universe" if USE_DEMO_UNIVERSE else _snapshot_fingerprint(wildcards.snapshot)
+
+
+@functools.cache
+def trees_fingerprint() -> str:
+    """The archive fingerprint of the SubLink merger trees (link_snapshots reads them)."""
+    if USE_DEMO_UNIVERSE:
+        return "demo universe"
+    from simbridge.sims.tng import files_fingerprint
+
+    trees = paths.tng_base_path(config).parent / "postprocessing" / "trees"
+    return files_fingerprint(sorted(trees.glob("*/*.hdf5")) if trees.is_dir() else [])
 
 
 # Params are what a rule's outputs depend on: a change reruns the rule and what follows. Reading
@@ -142,7 +173,7 @@ def exsitu_flow_config(wildcards) -> dict:
 
 def exsitu_evaluation_config() -> dict:
     """What the evaluation of a model depends on."""
-    keep = ("n_draws", "credible_levels", "coverage_tolerance")
+    keep = ("n_draws", "credible_levels", "coverage_tolerance", "calibration_tolerance")
     return {"seed": config["seed"], **{k: EXSITU["evaluation"][k] for k in keep}}
 
 
@@ -162,9 +193,46 @@ def exsitu_model_outputs() -> list[str]:
         paths.EXSITU_RESIDUALS_FIGURE,
         paths.EXSITU_RESIDUAL_VS_TRUTH_FIGURE,
         paths.EXSITU_COVERAGE_FIGURE,
+        paths.EXSITU_CALIBRATION_FIGURE,
         paths.EXSITU_EXAMPLES_FIGURE,
     ]
     return [f for t in per for f in per_model(t)] + [
         sim_path(paths.EXSITU_SWEEP_TABLE),
         sim_path(paths.EXSITU_SWEEP_FIGURE),
+    ]
+
+
+# Inference on new galaxies (exsitu_model.inference): one job per listed input file, with the
+# model of the sweep that exsitu_model.inference.model names (null: the first).
+from simbridge.errors import SimBridgeConfigError
+from simbridge.models.naming import inference_inputs, inference_model, inference_settings
+
+EXSITU_INFERENCE_INPUTS = inference_inputs(config)
+EXSITU_INFERENCE_MODEL = inference_model(config)
+
+
+def exsitu_inference_input(wildcards) -> str:
+    """The input file of one inference job (by its name)."""
+    return EXSITU_INFERENCE_INPUTS[wildcards.name]
+
+
+def no_inference_inputs(wildcards) -> list[str]:
+    """The `infer` target without input files: say which key to set."""
+    raise SimBridgeConfigError(
+        "exsitu_model.inference.input_files is empty: list the HDF5 files of condition maps to "
+        "infer (layout: README.md, 'Applying a trained model to new galaxies')"
+    )
+
+
+def exsitu_inference_outputs() -> list[str]:
+    """Posterior files, summaries and figures of every listed input file (none by default)."""
+    templates = (
+        paths.EXSITU_INFERENCE_POSTERIOR,
+        paths.EXSITU_INFERENCE_SUMMARY,
+        paths.EXSITU_INFERENCE_FIGURES,
+    )
+    return [
+        expand(sim_path(t), model=EXSITU_INFERENCE_MODEL, name=name)[0]
+        for name in EXSITU_INFERENCE_INPUTS
+        for t in templates
     ]

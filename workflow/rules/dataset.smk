@@ -8,6 +8,7 @@ rule link_snapshots:
     params:
         base_path=tng_base_path(),
         splits=lineage_config(),
+        archive=lambda wildcards: trees_fingerprint(),
     log:
         log_path("link_snapshots"),
     benchmark:

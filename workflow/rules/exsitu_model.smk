@@ -87,6 +87,12 @@ rule evaluate_exsitu_model:
             category="Ex-situ model",
             subcategory="{model}",
         ),
+        calibration=report(
+            sim_path(paths.EXSITU_CALIBRATION_FIGURE),
+            caption="../report/exsitu_calibration.rst",
+            category="Ex-situ model",
+            subcategory="{model}",
+        ),
         examples=report(
             sim_path(paths.EXSITU_EXAMPLES_FIGURE),
             caption="../report/exsitu_examples.rst",
@@ -129,3 +135,36 @@ rule compare_exsitu_models:
         "../../envs/reporting.yaml"
     script:
         "../scripts/compare_exsitu_models.py"
+
+
+rule infer_exsitu_posterior:
+    """Apply a trained model to the condition maps of new galaxies (exsitu_model.inference)."""
+    input:
+        cvae=sim_path(paths.EXSITU_CVAE),
+        flow=sim_path(paths.EXSITU_FLOW),
+        train=split_file("train"),
+        conditions=exsitu_inference_input,
+    output:
+        posterior=sim_path(paths.EXSITU_INFERENCE_POSTERIOR),
+        summary=sim_path(paths.EXSITU_INFERENCE_SUMMARY),
+        figures=report(
+            directory(sim_path(paths.EXSITU_INFERENCE_FIGURES)),
+            patterns=["galaxy_{index}.png"],
+            caption="../report/exsitu_inference.rst",
+            category="Ex-situ inference",
+            subcategory="{model}: {name}",
+        ),
+    wildcard_constraints:
+        name=r"[A-Za-z0-9_.-]+",
+    params:
+        settings=lambda wc: inference_settings(config) | {"model": wc.model},
+        max_figures=EXSITU["inference"]["max_figures"],
+    threads: 2
+    log:
+        log_path("infer_exsitu_posterior/{model}/{name}"),
+    benchmark:
+        benchmark_path("infer_exsitu_posterior/{model}/{name}")
+    conda:
+        "../../envs/training.yaml"
+    script:
+        "../scripts/infer_exsitu_posterior.py"

@@ -7,6 +7,7 @@ rule select_galaxies:
     params:
         base_path=tng_base_path(),
         tng=selection_config(),
+        archive=archive_fingerprint,
     log:
         log_path("select_galaxies/snap_{snapshot}"),
     benchmark:

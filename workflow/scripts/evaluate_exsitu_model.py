@@ -3,6 +3,7 @@
 import torch
 
 from simbridge.logs import job_logging
+from simbridge.models.data import set_memory_budget
 from simbridge.models.evaluation import evaluate_model
 from simbridge.report import model_figures as mf
 
@@ -11,6 +12,7 @@ with job_logging(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
     runtime = sm.config["exsitu_model"]
     # the job's CPUs: loader worker processes, the rest for torch's own threads
     torch.set_num_threads(max(1, sm.threads - runtime["loader_workers"]))
+    set_memory_budget(runtime["loader_memory_gb"])  # None: half the job's free memory
     evaluate_model(sm.input.cvae, sm.input.flow, sm.input.test, sm.params.settings,
                    sm.output.metrics, sm.output.posterior, device=runtime["device"],
                    batch_size=runtime["evaluation"]["batch_size"],
@@ -18,5 +20,6 @@ with job_logging(snakemake.log[0]):  # noqa: F821 - injected by Snakemake
     mf.plot_residuals(sm.output.metrics, sm.output.residuals)
     mf.plot_residual_vs_truth(sm.output.metrics, sm.output.residual_vs_truth)
     mf.plot_coverage(sm.output.metrics, sm.output.coverage)
+    mf.plot_calibration(sm.output.metrics, sm.output.calibration)
     mf.plot_example_posteriors(sm.input.test, sm.output.posterior, sm.output.examples,
                                sm.params.n_examples)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from simbridge.errors import SimBridgeInputError, rebuild_fix
 from simbridge.extract.tng_maps import create_sample_datasets
 from simbridge.io import atomic_output, read_table, write_provenance
 from simbridge.paths import SPLITS
@@ -49,7 +50,7 @@ def dataset_layout(
     and first sample there (``first_sample``)."""
     frames = []
     for b, path in enumerate(batch_csvs):
-        df = read_table(path)
+        df = read_batch_table(path)
         df = df[df["status"] == "extracted"].copy()
         df["batch_file"] = b
         df["batch_first"] = df["first_sample"]
@@ -67,6 +68,20 @@ def dataset_layout(
     return done
 
 
+def read_batch_table(path: str | Path) -> pd.DataFrame:
+    """The galaxy table of one maps batch; a corrupt one gets the rerun fix, not re-download."""
+    try:
+        df = read_table(path)
+        missing = {"snapshot", "subhalo_id", "status", "n_views", "first_sample"} - set(df)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise SimBridgeInputError(f"maps batch table cannot be read ({err})", path,
+                                  rebuild_fix(path, "extract_maps")) from None
+    if missing:
+        raise SimBridgeInputError(f"maps batch table lacks columns {sorted(missing)}", path,
+                                  rebuild_fix(path, "extract_maps"))
+    return df
+
+
 def build_split(
     split: str, batch_h5: Sequence[str | Path], batch_csvs: Sequence[str | Path],
     splits_csv: str | Path, config: dict[str, Any], out_h5: str | Path, progress: bool = True,
@@ -82,16 +97,22 @@ def build_split(
         one_d = [name for name in out if out[name].ndim == 1 and name != "lineage_group"]
         for b, grp in tqdm(rows.groupby("batch_file", sort=True), desc=f"{split}: copying",
                            unit="batch", disable=not progress):
-            with open_hdf5(batch_h5[int(b)], "maps batch") as src:
-                inputs.update(str(s) for s in src["provenance"].attrs["input_files"])
+            batch_file = batch_h5[int(b)]
+            fix = rebuild_fix(batch_file, "extract_maps")
+            with open_hdf5(batch_file, "maps batch", fix=fix) as src:
                 src_idx = np.concatenate([np.arange(f, f + v) for f, v in
                                           zip(grp["batch_first"], grp["n_views"], strict=True)])
                 dst_idx = np.concatenate([np.arange(f, f + v) for f, v in
                                           zip(grp["first_sample"], grp["n_views"], strict=True)])
-                for name in MAP_DATASETS:
-                    copy_sample_chunks(src[name], out[name], src_idx, dst_idx)
-                for name in one_d:
-                    out[name][dst_idx] = src[name][...][src_idx]
+                try:
+                    inputs.update(str(s) for s in src["provenance"].attrs["input_files"])
+                    for name in MAP_DATASETS:
+                        copy_sample_chunks(src[name], out[name], src_idx, dst_idx)
+                    for name in one_d:
+                        out[name][dst_idx] = src[name][...][src_idx]
+                except (OSError, KeyError, ValueError) as err:
+                    raise SimBridgeInputError(f"maps batch cannot be read ({err})", batch_file,
+                                              fix) from None
                 out["lineage_group"][dst_idx] = np.repeat(grp["lineage_group"].to_numpy(),
                                                           grp["n_views"].to_numpy())
         out.attrs["split"] = split

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from simbridge.dataset.balance import check_bin_edges, exsitu_bin
-from simbridge.errors import SimBridgeConfigError, SimBridgeInputError
+from simbridge.errors import SimBridgeConfigError, SimBridgeInputError, rebuild_fix
 from simbridge.io import atomic_output, read_table, write_json_atomic
 from simbridge.paths import SPLITS
 from simbridge.sims.tng import open_hdf5
@@ -172,13 +172,18 @@ def read_split_samples(split_files: Mapping[str, str | Path]) -> pd.DataFrame:
     """Per-sample galaxy identity (split, snapshot, subhalo_id, lineage_group) of split files."""
     frames = []
     for split, path in split_files.items():
-        with open_hdf5(path, f"{split} split") as h5:
-            frames.append(pd.DataFrame({
-                "split": split,
-                "snapshot": h5["snapshot"][...].astype(np.int64),
-                "subhalo_id": h5["subhalo_id"][...].astype(np.int64),
-                "lineage_group": h5["lineage_group"][...].astype(np.int64),
-            }))
+        fix = rebuild_fix(path, "build_split")
+        with open_hdf5(path, f"{split} split", fix=fix) as h5:
+            try:
+                frames.append(pd.DataFrame({
+                    "split": split,
+                    "snapshot": h5["snapshot"][...].astype(np.int64),
+                    "subhalo_id": h5["subhalo_id"][...].astype(np.int64),
+                    "lineage_group": h5["lineage_group"][...].astype(np.int64),
+                }))
+            except (OSError, KeyError) as err:
+                raise SimBridgeInputError(f"{split} split file cannot be read ({err})", path,
+                                          fix) from None
     return pd.concat(frames, ignore_index=True)
 
 

@@ -79,6 +79,7 @@ def select_galaxies(
     kept with ``status='skipped'`` and the reason.
     """
     header = tng.read_snapshot_header(base_path, snapshot)
+    tng.check_group_catalog_header(base_path, header)
     fields = list(CATALOG_FIELDS)
     has_flag = tng.subhalo_has_field(base_path, snapshot, "SubhaloFlag")
     if has_flag:
@@ -183,14 +184,23 @@ MEASURE_COLUMNS = [
 ]
 
 
+#: Fields whose values cannot be negative; a galaxy holding one is skipped like one with NaNs.
+NON_NEGATIVE_FIELDS = ("Masses", "GFM_Metallicity")
+#: Formation scale factors up to this relative margin above the snapshot's are float32
+#: rounding of stars born in its last time step (age 0), not stars from the future.
+FORMATION_TIME_RTOL = 1e-6
+
+
 def global_exsitu_fraction(
     stars: dict[str, np.ndarray], insitu: np.ndarray, hubble_param: float,
-    min_star_particles: int,
+    min_star_particles: int, scale_factor: float | None = None,
 ) -> tuple[float, int, int]:
     """(ex-situ mass fraction, star particles, wind cells) of one galaxy's PartType4 elements.
 
     Wind cells (formation time <= 0) are dropped; the fraction is over the star mass that has a
-    StellarAssembly label. Every field given is checked for non-finite values.
+    StellarAssembly label. Every field given is checked for non-finite values, masses and
+    metallicities for negative ones, and (given the snapshot's ``scale_factor``) formation
+    times for stars formed after the snapshot (negative ages).
     Raises GalaxySkipped with the reason for a galaxy that cannot be used.
     """
     aform = np.asarray(stars["GFM_StellarFormationTime"])
@@ -198,9 +208,22 @@ def global_exsitu_fraction(
     n_wind = int((~is_star).sum())
     n_star = int(is_star.sum())
     for field in stars:
-        n_bad = int((~np.isfinite(np.asarray(stars[field])[is_star])).sum())
+        values = np.asarray(stars[field])[is_star]
+        n_bad = int((~np.isfinite(values)).sum())
         if n_bad:
             raise GalaxySkipped(f"{n_bad} non-finite values in PartType4/{field}")
+        if field in NON_NEGATIVE_FIELDS:
+            n_negative = int((values < 0).sum())
+            if n_negative:
+                raise GalaxySkipped(f"{n_negative} negative values in PartType4/{field} "
+                                    f"(minimum {float(values.min()):.3g})")
+    if scale_factor is not None:
+        future = aform[is_star] > scale_factor * (1.0 + FORMATION_TIME_RTOL)
+        if future.any():
+            raise GalaxySkipped(
+                f"{int(future.sum())} star particles formed after the snapshot "
+                f"(PartType4/GFM_StellarFormationTime up to {float(aform[is_star].max()):.6g} "
+                f"> scale factor {scale_factor:.6g}: negative ages)")
     if n_star < min_star_particles:
         raise GalaxySkipped(
             f"only {n_star} star particles (wind excluded) < "
@@ -233,7 +256,7 @@ def galaxy_maps_from_particles(
     """
     a, h = header.scale_factor, header.hubble_param
     exsitu_global, n_star, n_wind = global_exsitu_fraction(
-        {f: stars[f] for f in tng.STAR_FIELDS}, insitu, h, maps_config["min_star_particles"])
+        {f: stars[f] for f in tng.STAR_FIELDS}, insitu, h, maps_config["min_star_particles"], a)
     aform = np.asarray(stars["GFM_StellarFormationTime"])
     is_star = units.is_star_not_wind(aform)
     offset = units.periodic_offset(stars["Coordinates"][is_star], centre_ckpc_h,
@@ -242,8 +265,9 @@ def galaxy_maps_from_particles(
     vel_kms = (units.snapshot_velocity_to_peculiar_kms(stars["Velocities"][is_star], a)
                - np.asarray(systemic_velocity_kms, dtype=np.float64))
     mass_msun = units.code_mass_to_msun(stars["Masses"][is_star], h)
-    age_gyr = units.stellar_age_gyr(aform[is_star], a, h, header.omega_matter,
-                                    header.omega_lambda)
+    # stars of the snapshot's last time step may round to a hair below age 0: clip to 0
+    age_gyr = np.maximum(units.stellar_age_gyr(aform[is_star], a, h, header.omega_matter,
+                                               header.omega_lambda), 0.0)
     metallicity = np.asarray(stars["GFM_Metallicity"][is_star], dtype=np.float64)
     flags = np.asarray(insitu)[is_star]
     half_width = maps_config["fov_half_mass_radii"] * half_mass_radius_kpc
@@ -401,7 +425,8 @@ def measure_batch(
                  "n_wind_particles": -1}
         try:
             frac, n_star, n_wind = global_exsitu_fraction(
-                stars, insitu, header.hubble_param, config["maps"]["min_star_particles"])
+                stars, insitu, header.hubble_param, config["maps"]["min_star_particles"],
+                header.scale_factor)
             entry.update(exsitu_fraction_global=frac, n_star_particles=n_star,
                          n_wind_particles=n_wind)
         except GalaxySkipped as skip:

@@ -5,8 +5,9 @@ Three CNNs trained together:
 * the **condition encoder** maps the five observable maps (plus the galaxy mask) to one feature
   map per convolutional level and to a summary vector;
 * the **encoder** maps the ex-situ map to a Gaussian latent q(z | x, c);
-* the **decoder** maps a latent (and the summary) back to an ex-situ map in [0, 1]; the latent
-  enters at the bottom and, broadcast over the pixels, at every level.
+* the **decoder** maps a latent (and the summary) to the parameters of a per-pixel
+  zero-one-inflated Beta likelihood of the ex-situ map (:mod:`simbridge.models.likelihood`);
+  the latent enters at the bottom and, broadcast over the pixels, at every level.
 
 The condition encoder's feature map of every level is concatenated to the encoder's and the
 decoder's input at the same level (U-Net-like skips). The encoder and decoder take those features
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 from simbridge.models.data import ConditionNormalizer
+from simbridge.models.likelihood import N_PARAMS, zoib_log_prob, zoib_mean
 
 #: Input channels of the condition encoder: the five condition maps and the galaxy mask.
 N_CONDITION_CHANNELS = 6
@@ -132,7 +134,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latent, summary and condition features -> ex-situ map in [0, 1] (sigmoid output)."""
+    """Latent, summary and condition features -> raw ZOIB parameters of every pixel."""
 
     def __init__(self, arch: CVAEArchitecture):
         super().__init__()
@@ -146,10 +148,13 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(
             ConvBlock(cb + c + arch.latent_dim, c) for cb, c in zip(c_below, chans, strict=True)
         )
-        self.out = nn.Conv2d(chans[0], 1, 1)
+        self.out = nn.Conv2d(chans[0], N_PARAMS, 1)
 
     def forward(self, z: Tensor, features: Sequence[Tensor], summary: Tensor) -> Tensor:
-        """z: (B, latent_dim); returns (B, 1, n, n) with values in [0, 1]."""
+        """z: (B, latent_dim); returns raw likelihood parameters (B, N_PARAMS, n, n).
+
+        :func:`simbridge.models.likelihood.zoib_mean` turns them into the expected map.
+        """
         if len(features) != len(self.blocks):
             raise ValueError(f"expected {len(self.blocks)} condition feature maps, "
                              f"got {len(features)}")
@@ -159,7 +164,7 @@ class Decoder(nn.Module):
             zmap = z[:, :, None, None].to(h.dtype).expand(-1, -1, *h.shape[-2:])
             h = self.blocks[level](torch.cat([h, features[level], zmap], dim=1))
         with torch.autocast(h.device.type, enabled=False):  # bf16 would quantize the output
-            return torch.sigmoid(self.out(h.to(self.out.weight.dtype)))
+            return self.out(h.to(self.out.weight.dtype))
 
 
 class ExsituCVAE(nn.Module):
@@ -182,7 +187,7 @@ class ExsituCVAE(nn.Module):
         return self.normalizer(cond_raw, mask)
 
     def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Reconstruct x from one posterior draw; returns (x_hat, mu, logvar)."""
+        """Likelihood of x given one posterior draw; returns (raw parameters, mu, logvar)."""
         features, summary = self.condition_encoder(cond)
         mu, logvar = self.encoder(x, features, summary)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
@@ -207,20 +212,32 @@ def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar)
 
 
-def elbo_loss(x_hat: Tensor, x: Tensor, mask: Tensor, mu: Tensor, logvar: Tensor,
-              beta: float, free_bits: float = 0.0) -> dict[str, Tensor]:
-    """Negative ELBO with KL weight beta: mean over the batch of masked MSE + beta * KL.
+def masked_nll(raw: Tensor, x: Tensor, mask: Tensor) -> Tensor:
+    """Per-sample mean negative ZOIB log-likelihood over galaxy pixels (mask == 1); shape (B,).
 
-    The reconstruction term is the mean squared error over galaxy pixels (a Gaussian likelihood
-    of fixed width, up to constants); pixels outside the galaxy mask carry no loss.
-    ``free_bits`` > 0 (nats per latent dimension, Kingma et al. 2016) leaves the batch-mean KL
-    of each dimension unpenalised below that value. Adam rescales even a tiny KL gradient to a
-    full step, so without it the encoder can collapse onto the prior before the decoder,
-    which also sees the conditions through the skips, learns to use z. The returned "kl" is
-    the true KL.
+    ``raw``: decoder output (B, N_PARAMS, n, n); ``x``, ``mask``: (B, 1, n, n).
     """
-    recon = masked_mse(x_hat, x, mask).mean()
+    mask = mask[:, 0].float()
+    nll = -zoib_log_prob(raw, x[:, 0]) * mask
+    return nll.flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)
+
+
+def elbo_loss(raw: Tensor, x: Tensor, mask: Tensor, mu: Tensor, logvar: Tensor,
+              beta: float, free_bits: float = 0.0) -> dict[str, Tensor]:
+    """Negative ELBO with KL weight beta: mean over the batch of the per-pixel ZOIB negative
+    log-likelihood (averaged over galaxy pixels) + beta * KL.
+
+    Pixels outside the galaxy mask carry no loss. ``free_bits`` > 0 (nats per latent
+    dimension, Kingma et al. 2016) leaves the batch-mean KL of each dimension unpenalised
+    below that value. Adam rescales even a tiny KL gradient to a full step, so without it the
+    encoder can collapse onto the prior before the decoder, which also sees the conditions
+    through the skips, learns to use z. The returned "kl" is the true KL; "mse" is the masked
+    mean squared error of the likelihood's mean map (a monitor, not part of the loss).
+    """
+    recon = masked_nll(raw, x, mask).mean()
     kl_dims = gaussian_kl_per_dim(mu, logvar).mean(0)
     kl = kl_dims.sum()
     penalised = kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl
-    return {"loss": recon + beta * penalised, "recon": recon, "kl": kl}
+    with torch.no_grad():
+        mse = masked_mse(zoib_mean(raw)[:, None], x, mask).mean()
+    return {"loss": recon + beta * penalised, "recon": recon, "kl": kl, "mse": mse}

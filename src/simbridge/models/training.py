@@ -25,8 +25,10 @@ from tqdm import tqdm
 
 from simbridge.errors import SimBridgeConfigError
 from simbridge.io import atomic_output
+from simbridge.logs import progress_logger
 
 log = logging.getLogger(__name__)
+progress = progress_logger("training")
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -162,8 +164,8 @@ def fit(
         best_epoch, best_val, bad_epochs = ckpt["best_epoch"], ckpt["best_val"], ckpt["bad_epochs"]
         stopped = ckpt["stopped"]
         start = ckpt["epoch"] + 1
-        log.info("%s: resumed from %s after epoch %d", desc, checkpoint_dir / CHECKPOINT_NAME,
-                 ckpt["epoch"])
+        progress.info("%s: resumed from %s after epoch %d/%d", desc,
+                      checkpoint_dir / CHECKPOINT_NAME, ckpt["epoch"] + 1, settings.epochs)
 
     for epoch in range(start, settings.epochs):
         if stopped:
@@ -208,8 +210,11 @@ def fit(
                "epoch_seconds": time.perf_counter() - t0,
                "train_samples_per_s": train_sums.n / max(train_seconds, 1e-9)}
         history.append(row)
-        log.info("%s epoch %d: train loss %.5g, validation loss %.5g%s", desc, epoch,
-                 train["loss"], val["loss"], " (best)" if improved else "")
+        # one line per epoch in the job's log and, inside job_logging, on the terminal
+        progress.info("%s epoch %d/%d: train loss %.5g, validation loss %.5g%s, %.0f samples/s, "
+                      "%.1f s", desc, epoch + 1, settings.epochs, train["loss"], val["loss"],
+                      " (best)" if improved else "", row["train_samples_per_s"],
+                      row["epoch_seconds"])
         save_torch_atomic({"epoch": epoch, "model": model.state_dict(),
                            "optimizer": optimizer.state_dict(),
                            "scheduler": scheduler.state_dict(), "history": history,
@@ -217,8 +222,8 @@ def fit(
                            "best_val": best_val, "bad_epochs": bad_epochs, "stopped": stopped,
                            "config_hash": config_hash}, checkpoint_dir / CHECKPOINT_NAME)
         if stopped:
-            log.info("%s: early stop after epoch %d (no better validation loss in %d epochs)",
-                     desc, epoch, settings.patience)
+            progress.info("%s: early stop after epoch %d/%d (no better validation loss in %d "
+                          "epochs)", desc, epoch + 1, settings.epochs, settings.patience)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     if best_epoch < 0:

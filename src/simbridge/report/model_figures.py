@@ -106,33 +106,84 @@ def plot_residual_vs_truth(metrics_json: str | Path, out_png: str | Path) -> Non
     _save(fig, out_png)
 
 
-def plot_coverage(metrics_json: str | Path, out_png: str | Path) -> None:
-    """Calibration: fraction of true pixels inside central credible intervals vs the level."""
-    m = _metrics(metrics_json)
-    fig, ax = plt.subplots(figsize=(4.6, 4.4), constrained_layout=True)
+def _coverage_panel(ax: plt.Axes, m: dict, block: str, title: str) -> None:
     ax.plot([0, 1], [0, 1], color="k", lw=0.8, label="calibrated")
+    tol = m.get("calibration_tolerance", 0.05)
+    ax.fill_between([0, 1], [-tol, 1 - tol], [tol, 1 + tol], color="k", alpha=0.07,
+                    label=f"+-{tol:g}")
     for mode, stats in m["modes"].items():
-        levels = np.array([float(k) for k in stats["coverage"]])
-        cov = np.array(list(stats["coverage"].values()))
+        sub = stats.get(block, stats)
+        levels = np.array([float(k) for k in sub["coverage"]])
+        cov = np.array(list(sub["coverage"].values()))
         ax.plot(levels, cov, "o-", color=MODE_COLORS[mode], ms=3,
-                label=f"{MODE_LABELS[mode]} (mean |error| {stats['coverage_mean_abs_error']:.2f})")
-        if "coverage_interior" in stats:
-            ax.plot(levels, list(stats["coverage_interior"].values()), "--",
-                    color=MODE_COLORS[mode], lw=1)
+                label=f"{MODE_LABELS[mode]} (mean |error| {sub['coverage_mean_abs_error']:.2f})")
+        ax.plot(levels, list(sub["coverage_interior"].values()), "--", color=MODE_COLORS[mode],
+                lw=1)
     ax.plot([], [], "k--", lw=1, label="pixels with 0 < truth < 1 only")
     ax.set_xlabel("credible level of the central interval")
     ax.set_ylabel("fraction of galaxy pixels covered")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(f"per-pixel coverage, test split (intervals +-{m.get('coverage_tolerance', 0):g})",
-                 fontsize=9)
+    ax.legend(fontsize=6.5, loc="upper left")
+    ax.set_title(title, fontsize=9)
+
+
+def plot_coverage(metrics_json: str | Path, out_png: str | Path) -> None:
+    """Calibration: fraction of true pixels inside central credible intervals vs the level,
+    for the posterior predictive (left) and the posterior of the mean map (right)."""
+    m = _metrics(metrics_json)
+    fig, axes = plt.subplots(1, 2, figsize=(9.2, 4.4), constrained_layout=True)
+    _coverage_panel(axes[0], m, "predictive",
+                    "posterior predictive per pixel (randomized PIT, no tolerance)")
+    _coverage_panel(axes[1], m, "mean_map",
+                    f"posterior of the mean map (intervals +-{m.get('coverage_tolerance', 0):g})")
+    _save(fig, out_png)
+
+
+def plot_calibration(metrics_json: str | Path, out_png: str | Path, mode: str = "flow") -> None:
+    """PIT histograms of the posterior predictive and coverage per group of true fraction."""
+    m = _metrics(metrics_json)
+    pred = m["modes"][mode]["predictive"]
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.2), constrained_layout=True)
+    ax = axes[0]
+    for key, label, style in (("pit_histogram", "all galaxy pixels", "-"),
+                              ("pit_histogram_interior", "0 < truth < 1 (continuous part)",
+                               "--")):
+        edges = np.asarray(pred[key]["bin_edges"])
+        counts = np.asarray(pred[key]["counts"], dtype=float)
+        density = counts / max(counts.sum(), 1) / np.diff(edges)
+        ax.stairs(density, edges, ls=style, lw=1.5, label=label)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("randomized PIT of the true fraction")
+    ax.set_ylabel("density (1 = calibrated)")
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title(f"PIT histogram, {MODE_LABELS[mode]}", fontsize=9)
+    ax = axes[1]
+    levels = np.asarray(m["credible_levels"])
+    ax.plot([0, 1], [0, 1], color="k", lw=0.8)
+    groups = pred["coverage_by_true_fraction"]
+    order = ("0", "(0, 0.2)", "[0.2, 0.4)", "[0.4, 0.6)", "[0.6, 0.8)", "[0.8, 1)", "1")
+    groups = {k: groups[k] for k in sorted(groups, key=lambda k: (order + (k,)).index(k))}
+    cmap = plt.get_cmap("viridis")
+    for i, (label, g) in enumerate(groups.items()):
+        if g["coverage"] is None:
+            continue
+        ax.plot(levels, g["coverage"], "o-", ms=3, color=cmap(i / max(len(groups) - 1, 1)),
+                label=f"truth {label} ({g['n_pixels']} px)")
+    ax.set_xlabel("credible level of the central interval")
+    ax.set_ylabel("fraction covered")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6.5, loc="upper left")
+    ax.set_title("predictive coverage per group of true fraction", fontsize=9)
     _save(fig, out_png)
 
 
 def plot_example_posteriors(test_h5: str | Path, posterior_h5: str | Path, out_png: str | Path,
                             n_galaxies: int = 4) -> None:
-    """Five conditions, the truth, three posterior means and the flow posterior's std."""
+    """Five conditions, the truth, three posterior means, the flow posterior's std (mean map
+    and predictive) and one flow-mode predictive draw (a plausible ex-situ map)."""
     with h5py.File(posterior_h5, "r") as post, h5py.File(test_h5, "r") as h5:
         modes = list(post["posterior_mean"].attrs["modes"])
         frac = h5["exsitu_fraction_global"][:] if "exsitu_fraction_global" in h5 else \
@@ -147,7 +198,9 @@ def plot_example_posteriors(test_h5: str | Path, posterior_h5: str | Path, out_p
         picks = cand[np.unique(np.linspace(0, len(cand) - 1, min(n_galaxies, len(cand)))
                                .round().astype(int))]
         titles = [p[0] for p in _PANELS] + ["true ex-situ fraction"] + \
-            [f"mean, {mode}" for mode in modes] + ["std, flow"]
+            [f"mean, {mode}" for mode in modes] + ["std of mean map, flow"] + \
+            (["predictive std, flow", "predictive draw, flow"] if "predictive_std" in post
+             else [])
         ncol = len(titles)
         fig, axes = plt.subplots(len(picks), ncol, figsize=(1.9 * ncol, 2.0 * len(picks)),
                                  squeeze=False, constrained_layout=True)
@@ -168,6 +221,12 @@ def plot_example_posteriors(test_h5: str | Path, posterior_h5: str | Path, out_p
                                (0, 1)))
             std = np.where(mask, post["posterior_std"][k, modes.index("flow")], np.nan)
             panels.append((std, "viridis", (0, None)))
+            if "predictive_std" in post:
+                fl = modes.index("flow")
+                panels.append((np.where(mask, post["predictive_std"][k, fl], np.nan), "viridis",
+                               (0, None)))
+                panels.append((np.where(mask, post["predictive_draw"][k, fl], np.nan), "inferno",
+                               (0, 1)))
             for ax, (img, cmap, (vmin, vmax)) in zip(row, panels, strict=True):
                 im = ax.imshow(img, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)
                 ax.set_xticks([])

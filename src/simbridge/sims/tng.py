@@ -9,7 +9,8 @@ messages that name the file and the fix.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from simbridge.errors import SimBridgeInputError
+from simbridge.io import open_hdf5 as io_open_hdf5
 
 #: PartType4 fields the map extraction needs.
 STAR_FIELDS: tuple[str, ...] = (
@@ -29,6 +31,11 @@ STAR_FIELDS: tuple[str, ...] = (
     "GFM_Metallicity",
 )
 STARS = 4  # PartType4: stars and wind cells
+
+#: Plausible range of the dimensionless Hubble parameter h in a Header.
+HUBBLE_PARAM_RANGE = (0.3, 1.5)
+#: Header attributes that must agree between every snapshot chunk and group-catalog chunk.
+CROSS_CHECKED_HEADER = ("HubbleParam", "Redshift", "Time")
 
 _REDOWNLOAD = (
     "re-download this file from the archive (it is truncated or corrupt); "
@@ -52,27 +59,19 @@ class SnapshotHeader:
     n_chunks: int
 
 
-@contextlib.contextmanager
-def open_hdf5(path: str | Path, what: str = "HDF5 file") -> Iterator[h5py.File]:
-    """Open an HDF5 file for reading, turning h5py's errors into a message with the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise SimBridgeInputError(f"{what} is missing", path, "check the path in config.yaml")
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as err:
-        raise SimBridgeInputError(
-            f"{what} cannot be opened as HDF5 ({err})", path, _REDOWNLOAD
-        ) from None
-    try:
-        yield fh
-    finally:
-        fh.close()
+def open_hdf5(path: str | Path, what: str = "HDF5 file", fix: str = _REDOWNLOAD
+              ) -> contextlib.AbstractContextManager[h5py.File]:
+    """Open an archive HDF5 file for reading (:func:`simbridge.io.open_hdf5`).
+
+    ``fix`` is what a corrupt file needs: archive files are re-downloaded (the default), files
+    the workflow wrote are rebuilt by rerunning their job.
+    """
+    return io_open_hdf5(path, what, fix, missing_fix="check the path in config.yaml")
 
 
 def check_base_path(base_path: str | Path) -> Path:
     """Check that ``base_path`` is a TNG ``output/`` directory and return it as a Path."""
-    base = Path(base_path)
+    base = Path(base_path).expanduser()
     fix = (
         "set tng.base_path in config.yaml to the simulation's output/ directory (the one that "
         "holds snapdir_NNN/ and groups_NNN/, with postprocessing/ beside it), or to null for "
@@ -85,6 +84,41 @@ def check_base_path(base_path: str | Path) -> Path:
             "TNG base path holds no snapdir_NNN/ or groups_NNN/ directories", base, fix
         )
     return base
+
+
+def snapshot_archive_files(base_path: str | Path, snapshot: int) -> list[Path]:
+    """The archive files the workflow reads for one snapshot, as they are on disk now.
+
+    Snapshot and group-catalog chunks (snapdir_NNN/, groups_NNN/), the offsets file and the
+    StellarAssembly file; none of them need exist (a missing one is reported when read).
+    """
+    base = Path(base_path).expanduser()
+    tag = f"{int(snapshot):03d}"
+    files: list[Path] = []
+    for folder in (base / f"snapdir_{tag}", base / f"groups_{tag}"):
+        if folder.is_dir():
+            files += sorted(p for p in folder.iterdir() if p.name.endswith(".hdf5"))
+    for single in (snapshot_chunk_path(base, int(snapshot), 0), offsets_path(base, int(snapshot)),
+                   stellar_assembly_path(base, int(snapshot))):
+        if single.is_file() and single not in files:
+            files.append(single)
+    return files
+
+
+def files_fingerprint(paths: Sequence[Path]) -> str:
+    """A short hash of the names, sizes and modification times of ``paths`` ('none' if empty).
+
+    Cheap (one stat per file) and changed by any replaced, repaired, added or removed file,
+    including a replacement that carries an older modification time (a copy with cp -p,
+    rsync or wget keeps the archive's time, which Snakemake's own mtime check misses).
+    """
+    if not paths:
+        return "none"
+    digest = hashlib.sha256()
+    for path in paths:
+        st = path.stat()
+        digest.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return f"{len(paths)} files, sha256 {digest.hexdigest()[:16]}"
 
 
 def available_snapshots(base_path: str | Path) -> list[int]:
@@ -122,20 +156,32 @@ def read_snapshot_header(base_path: str | Path, snapshot: int) -> SnapshotHeader
         if "Header" not in fh:
             raise SimBridgeInputError("snapshot chunk has no /Header group", path, _REDOWNLOAD)
         attrs = dict(fh["Header"].attrs)
-    required = ("Time", "Redshift", "HubbleParam", "Omega0", "OmegaLambda", "BoxSize",
-                "NumPart_Total", "NumFilesPerSnapshot")
-    missing = [k for k in required if k not in attrs]
-    if missing:
-        raise SimBridgeInputError(
-            f"snapshot Header lacks {missing} (an API cutout? those have no NumPart_Total)",
-            path,
-            "use full snapshot chunks, or add NumPart_Total/NumFilesPerSnapshot to the Header",
-        )
+    _check_header_keys(attrs, path)
     cosmo = {k: float(attrs[k]) for k in ("Time", "Redshift", "HubbleParam", "Omega0",
                                            "OmegaLambda", "BoxSize")}
     bad = [k for k, v in cosmo.items() if not np.isfinite(v)]
-    if bad or cosmo["Time"] <= 0 or cosmo["HubbleParam"] <= 0:
+    if bad or cosmo["Time"] <= 0 or cosmo["BoxSize"] <= 0:
         raise SimBridgeInputError(f"snapshot Header has invalid values {cosmo}", path, _REDOWNLOAD)
+    if not np.isclose(cosmo["Redshift"], 1.0 / cosmo["Time"] - 1.0, rtol=1e-4, atol=1e-6):
+        raise SimBridgeInputError(
+            f"snapshot Header has Redshift = {cosmo['Redshift']:g} but Time (scale factor) = "
+            f"{cosmo['Time']:g}, i.e. z = {1.0 / cosmo['Time'] - 1.0:g}",
+            path,
+            "repair the Header so that Redshift = 1/Time - 1, or re-download the chunk",
+        )
+    h = cosmo["HubbleParam"]
+    if not HUBBLE_PARAM_RANGE[0] <= h <= HUBBLE_PARAM_RANGE[1]:
+        hint = (f" (it looks like H0 in km/s/Mpc; h would be {h / 100:g})"
+                if 30 <= h <= 150 else "")
+        raise SimBridgeInputError(
+            f"snapshot Header has HubbleParam = {h:g}, outside the plausible range "
+            f"{HUBBLE_PARAM_RANGE[0]}-{HUBBLE_PARAM_RANGE[1]} of h = H0 / (100 km/s/Mpc){hint}; "
+            "every mass and length would be converted wrongly",
+            path,
+            "the Header must hold h (TNG: 0.6774), not H0: repair the HubbleParam attribute of "
+            "every chunk's Header (h5py: f['Header'].attrs['HubbleParam'] = 0.6774) or "
+            "re-download the snapshot",
+        )
     num_part = np.asarray(il.snapshot.getNumPart(attrs), dtype=np.int64)
     return SnapshotHeader(
         path=path,
@@ -149,6 +195,65 @@ def read_snapshot_header(base_path: str | Path, snapshot: int) -> SnapshotHeader
         num_part_total=num_part,
         n_chunks=int(attrs["NumFilesPerSnapshot"]),
     )
+
+
+def _check_header_keys(attrs: dict, path: Path) -> None:
+    """Raise naming the missing snapshot Header attributes, with the fix that fits each."""
+    required = ("Time", "Redshift", "HubbleParam", "Omega0", "OmegaLambda", "BoxSize",
+                "NumPart_Total", "NumFilesPerSnapshot")
+    missing = [k for k in required if k not in attrs]
+    if not missing:
+        return
+    if {"NumPart_Total", "NumFilesPerSnapshot"} & set(missing):
+        problem = f"snapshot Header lacks {missing} (an API cutout? those have no NumPart_Total)"
+        fix = "use full snapshot chunks, or add NumPart_Total/NumFilesPerSnapshot to the Header"
+    elif missing == ["BoxSize"]:
+        problem = ("snapshot Header lacks BoxSize (the comoving box side in ckpc/h, needed to "
+                   "wrap positions periodically around each galaxy)")
+        fix = ("add it to the Header of every chunk (h5py: f['Header'].attrs['BoxSize'] = "
+               "75000.0 for TNG100, 35000.0 for TNG50, 205000.0 for TNG300; the group "
+               "catalog's Header holds the same value), or re-download the snapshot")
+    else:
+        problem = f"snapshot Header lacks {missing}"
+        fix = ("add them to the Header of every chunk (the group catalog's Header holds "
+               "Time, Redshift, HubbleParam, Omega0, OmegaLambda and BoxSize too), or "
+               "re-download the snapshot")
+    raise SimBridgeInputError(problem, path, fix)
+
+
+def check_header_agreement(reference: SnapshotHeader, paths: Sequence[Path],
+                           headers: Sequence[dict] | None = None) -> None:
+    """Raise if a file's Header disagrees with ``reference`` (snapshot chunk 0) on HubbleParam,
+    Redshift or Time; the message names both files. Attributes a file lacks are not compared.
+
+    ``headers`` are the files' Header attributes when the caller has read them already.
+    """
+    expected = {"HubbleParam": reference.hubble_param, "Redshift": reference.redshift,
+                "Time": reference.scale_factor}
+    for k, path in enumerate(paths):
+        if headers is not None:
+            attrs = headers[k]
+        else:
+            with open_hdf5(path) as fh:
+                attrs = dict(fh["Header"].attrs) if "Header" in fh else {}
+        for key in CROSS_CHECKED_HEADER:
+            if key not in attrs:
+                continue
+            value = float(np.asarray(attrs[key]).ravel()[0])
+            if not np.isclose(value, expected[key], rtol=1e-6, atol=1e-9):
+                raise SimBridgeInputError(
+                    f"Header {key} = {value:g} in {path} but {expected[key]:g} in "
+                    f"{reference.path}: the files come from different snapshots or runs, so "
+                    "units and ages would be wrong",
+                    path,
+                    f"use files of one run and snapshot {reference.snapshot}: re-download "
+                    f"{path.name} (or {reference.path.name}, whichever is wrong)",
+                )
+
+
+def check_group_catalog_header(base_path: str | Path, header: SnapshotHeader) -> None:
+    """Cross-check every group-catalog chunk's Header with the snapshot's (chunk 0)."""
+    check_header_agreement(header, group_catalog_paths(base_path, header.snapshot))
 
 
 def snapshot_chunk_paths(base_path: str | Path, header: SnapshotHeader) -> list[Path]:
@@ -313,9 +418,16 @@ def read_chunk_offsets(base_path: str | Path, header: SnapshotHeader) -> np.ndar
     Read from the chunk headers (NumPart_ThisFile) so that it holds for any archive.
     """
     counts = np.zeros((header.n_chunks, 6), dtype=np.int64)
-    for k, path in enumerate(snapshot_chunk_paths(base_path, header)):
+    paths = snapshot_chunk_paths(base_path, header)
+    headers = []
+    for k, path in enumerate(paths):
         with open_hdf5(path, f"snapshot {header.snapshot} chunk {k}") as fh:
-            counts[k] = fh["Header"].attrs["NumPart_ThisFile"]
+            if "Header" not in fh:
+                raise SimBridgeInputError("snapshot chunk has no /Header group", path,
+                                          _REDOWNLOAD)
+            headers.append(dict(fh["Header"].attrs))
+        counts[k] = headers[-1]["NumPart_ThisFile"]
+    check_header_agreement(header, paths, headers)
     if not np.array_equal(counts.sum(axis=0), header.num_part_total):
         raise SimBridgeInputError(
             "the chunks' NumPart_ThisFile do not add up to NumPart_Total "

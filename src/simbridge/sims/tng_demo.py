@@ -903,6 +903,9 @@ DEFAULT_DEMO_PARAMS: dict[str, Any] = {
     "wind_fraction": 0.02,
     "edge_fraction": 0.1,
     "merger_trees": True,
+    # galaxy-physics variant knobs (generalization branch); the defaults change nothing
+    "metallicity_offset_dex": 0.0,   # added to every star's log10 metallicity
+    "formation_time_power": 1.0,     # a_form -> a_final (a_form / a_final)^power (< 1: younger)
 }
 
 # Fields written per particle type, so that every galaxy contributes the same columns.
@@ -911,6 +914,14 @@ _GAS_FIELDS = ("Coordinates", "Velocities", "Masses", "ParticleIDs", "GFM_Metall
 _STAR_FIELDS = ("Coordinates", "Velocities", "Masses", "ParticleIDs", "GFM_InitialMass",
                 "GFM_Metallicity", "GFM_StellarFormationTime", "GFM_StellarPhotometrics")
 _DM_FIELDS = ("Coordinates", "Velocities", "ParticleIDs")
+
+
+def _variant_formation_times(a_form: NDArray, a_final: float, p: dict) -> NDArray:
+    """Formation scale factors (float32) under the ``formation_time_power`` variant knob."""
+    power = float(p["formation_time_power"])
+    if power != 1.0:  # leave the default bit-for-bit unchanged
+        a_form = a_final * (np.asarray(a_form, dtype=f8) / a_final) ** power
+    return np.asarray(a_form).astype(f4)
 
 
 def _mass_norm(log10_mstar: float) -> float:
@@ -1092,6 +1103,8 @@ def _check_demo_params(params: dict) -> dict[str, Any]:
         problems.append("omega_matter + omega_lambda must be 1 (flat cosmology)")
     if float(p["box_size_ckpc_h"]) <= 0 or float(p["star_particle_mass_msun"]) <= 0:
         problems.append("box_size_ckpc_h and star_particle_mass_msun must be > 0")
+    if not float(p["formation_time_power"]) > 0:
+        problems.append("formation_time_power must be > 0")
     if not isinstance(p["merger_trees"], bool):
         problems.append("merger_trees must be true or false")
     elif p["merger_trees"] and snaps and not problems:
@@ -1363,7 +1376,7 @@ def _make_galaxy(
 
     pos = np.vstack([pos_d, pos_b, pos_ex])
     vel = np.vstack([vel_d, vel_b, vel_ex])
-    a_form = np.concatenate([a_d, a_b, a_ex]).astype(f4)
+    a_form = _variant_formation_times(np.concatenate([a_d, a_b, a_ex]), a_final, p)
     exsitu = np.concatenate([np.zeros(n_in, bool), np.ones(n_ex, bool)])
     radius = np.linalg.norm(pos, axis=1)
     log_z = np.concatenate([
@@ -1372,6 +1385,7 @@ def _make_galaxy(
         math.log10(0.002 + 0.004 * mnorm) + dlog_z_ex - 0.05 * radius[n_in:] / a_ex_scale
         + r.normal(0.0, 0.12, n_ex),
     ])
+    log_z += float(p["metallicity_offset_dex"])
     rotation = _random_rotation(r)
     t_final = float(cosmo.time_gyr(a_final))
     age_final = t_final - cosmo.time_gyr(a_form.astype(f8))
@@ -1443,7 +1457,8 @@ def _make_galaxy(
         n_sat = max(40, round(m_sat / m_star_particle))
         scale = 0.8 * (m_sat / 1e9) ** 0.25
         n_sat_dm = max(5, round(20.0 * m_sat / m_dm))
-        a_sat = (a_final * (0.15 + 0.7 * r.beta(2.0, 2.0, n_sat))).astype(f4)
+        a_sat = _variant_formation_times(a_final * (0.15 + 0.7 * r.beta(2.0, 2.0, n_sat)),
+                                         a_final, p)
         age_sat = t_final - cosmo.time_gyr(a_sat.astype(f8))
         mass_sat = m_star_particle * r.uniform(0.8, 1.2, n_sat)
         satellite = {
@@ -1451,7 +1466,8 @@ def _make_galaxy(
                 "pos": _centred(_spherical(r, _hernquist_radii(r, n_sat, scale)),
                                 mass_sat).astype(f4),
                 "vel": r.normal(0.0, 25.0, (n_sat, 3)).astype(f4), "a_form": a_sat,
-                "metallicity": np.clip(10 ** (math.log10(0.006) + r.normal(0, 0.1, n_sat)),
+                "metallicity": np.clip(10 ** (math.log10(0.006) + r.normal(0, 0.1, n_sat)
+                                              + float(p["metallicity_offset_dex"])),
                                        1e-4, 0.06).astype(f4),
                 "mass_final_msun": mass_sat.astype(f4),
                 "init_msun": mass_sat / (1.0 - _mass_loss_fraction(age_sat)),

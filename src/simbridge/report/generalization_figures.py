@@ -1,0 +1,144 @@
+"""Report figures of the generalization branch (error against distance, matrices, spectra)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from simbridge.io import atomic_output  # noqa: E402
+
+DISTANCE_LABELS = {
+    "mean_euclidean": "mean Euclidean distance (ranked features)",
+    "weighted_clustered": "weighted mean Euclidean distance (clustered features)",
+    "optimal_transport": "optimal-transport distance (W1, ranked features)",
+}
+
+
+def _save(fig: plt.Figure, out_png: str | Path) -> None:
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _load(metrics_json: str | Path) -> dict:
+    return json.loads(Path(metrics_json).read_text())
+
+
+def plot_error_vs_distance(metrics_json: str | Path, kind: str, out_png: str | Path) -> None:
+    """One panel per target domain: error of every model of ``kind`` against its distance,
+    with the fit (and, for held-out targets, the predictive intervals)."""
+    m = _load(metrics_json)["models"][kind]
+    dist_kind = m["primary_distance"]
+    sources, targets = m["sources"], m["targets"]
+    err = np.asarray(m["error_matrix_mse_log10_mstar"])
+    dist = np.asarray(m["distances"][dist_kind])
+    fit = m["fits"][dist_kind]
+    ncol = min(4, len(targets))
+    nrow = int(np.ceil(len(targets) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.0 * nrow), squeeze=False,
+                             sharex=True, sharey=True)
+    colours = plt.cm.tab10(np.linspace(0, 1, max(len(sources), 2)))
+    grid = np.linspace(0.0, dist.max() * 1.05, 50)
+    held = m.get("heldout", {}).get(dist_kind)
+    for j, target in enumerate(targets):
+        ax = axes.flat[j]
+        ax.plot(grid, fit["intercept"] + fit["slope"] * grid, color="k", lw=1,
+                label="fit" if j == 0 else None)
+        for i, source in enumerate(sources):
+            ax.scatter(dist[i, j], err[i, j], color=colours[i], s=22,
+                       label=source if j == 0 else None)
+        if held and target in m["holdout_domains"]:
+            for k, pair in enumerate(held["pairs"]):
+                if pair["target"] == target:
+                    ax.errorbar(held["distance"][k], held["predicted"][k],
+                                yerr=[[held["predicted"][k] - held["lower"][k]],
+                                      [held["upper"][k] - held["predicted"][k]]],
+                                fmt="none", ecolor="0.6", lw=1)
+            ax.set_title(f"{target} (held out)", fontsize=8)
+        else:
+            ax.set_title(target, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(targets):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel(DISTANCE_LABELS[dist_kind], fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("MSE of log10 M*", fontsize=8)
+    fig.legend(loc="upper center", ncol=min(4, len(sources) + 1), fontsize=7,
+               bbox_to_anchor=(0.5, 1.0 + 0.06 / nrow))
+    fig.suptitle(f"{kind}: error = {fit['intercept']:.3g} + {fit['slope']:.3g} d  "
+                 f"(R^2 = {fit['r2']:.2f})",
+                 fontsize=9, y=1.0 + 0.12 / nrow)
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
+def plot_distance_matrices(metrics_json: str | Path, out_png: str | Path) -> None:
+    """Heat maps of every distance kind and of the error matrix of every model kind (training
+    domains x target domains)."""
+    m = _load(metrics_json)
+    panels = [(DISTANCE_LABELS[k], np.asarray(v)) for k, v in m["distances"].items()]
+    panels += [(f"{kind}: MSE of log10 M*", np.asarray(sub["error_matrix_mse_log10_mstar"]))
+               for kind, sub in m["models"].items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
+    for ax, (title, mat) in zip(axes[0], panels, strict=True):
+        im = ax.imshow(mat, cmap="viridis")
+        ax.set_xticks(range(len(m["targets"])), m["targets"], rotation=90, fontsize=6)
+        ax.set_yticks(range(len(m["sources"])), m["sources"], fontsize=6)
+        ax.set_title(title, fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.7)
+    axes[0, 0].set_ylabel("model / training domain", fontsize=7)
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
+def plot_heldout(metrics_json: str | Path, kind: str, out_png: str | Path) -> None:
+    """Predicted (with interval) against measured error of every model of ``kind`` on the
+    held-out domains, one panel per distance kind."""
+    m = _load(metrics_json)["models"][kind]
+    dist_kinds = list(m.get("heldout", {}))
+    ncol = max(1, len(dist_kinds))
+    fig, axes = plt.subplots(1, ncol, figsize=(4.0 * ncol, 3.8), squeeze=False)
+    if not dist_kinds:
+        axes[0, 0].text(0.5, 0.5, "no held-out domains", ha="center", va="center")
+        axes[0, 0].axis("off")
+    for ax, dist in zip(axes[0], dist_kinds, strict=False):
+        h = m["heldout"][dist]
+        meas, pred = np.asarray(h["measured"]), np.asarray(h["predicted"])
+        lo, hi = np.asarray(h["lower"]), np.asarray(h["upper"])
+        ax.errorbar(meas, pred, yerr=[pred - lo, hi - pred], fmt="o", ms=4, lw=1)
+        top = max(hi.max(), meas.max()) * 1.05
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        ax.set_xlabel("measured MSE of log10 M*", fontsize=8)
+        ax.set_ylabel("predicted MSE", fontsize=8)
+        ax.set_title(f"{kind}, {dist}: {100 * h['coverage']:.0f}% inside the "
+                     f"{100 * m['level']:.0f}% interval", fontsize=8)
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
+def plot_example_spectra(spectra: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                         out_png: str | Path) -> None:
+    """A few spectra of every domain (normalised at their median), one panel per domain.
+
+    ``spectra``: domain -> (wavelength, flux (n, n_wave), log10 M* (n,)).
+    """
+    n = len(spectra)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 1.6 * n), sharex=True, squeeze=False)
+    for ax, (name, (wave, flux, mass)) in zip(axes[:, 0], spectra.items(), strict=True):
+        for f, lm in zip(flux, mass, strict=True):
+            ax.plot(wave, f / np.median(f), lw=0.4, label=f"log M* = {lm:.2f}")
+        ax.set_ylabel("F / median", fontsize=7)
+        ax.set_title(name, fontsize=8, loc="left")
+        ax.legend(fontsize=6, loc="upper right")
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel("rest-frame wavelength (Angstrom)", fontsize=8)
+    fig.tight_layout()
+    _save(fig, out_png)
