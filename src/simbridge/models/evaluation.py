@@ -22,9 +22,7 @@ from simbridge.models.data import ExsituMapDataset
 from simbridge.models.exsitu import (
     MODES,
     RETRAIN_FIX,
-    cvae_from_payload,
-    flow_from_payload,
-    load_payload,
+    load_trained_model,
     posterior_likelihoods,
     require_npix,
     sample_loader,
@@ -155,15 +153,12 @@ def evaluate_model(
     Returns the metrics dictionary.
     """
     dev = select_device(device)
-    payloads = {"cvae": load_payload(cvae_path, "exsitu_cvae"),
-                "flow": load_payload(flow_path, "exsitu_flow")}
-    cvae = cvae_from_payload(payloads["cvae"], dev)
-    flow = flow_from_payload(payloads["flow"], dev)
+    trained = load_trained_model(cvae_path, flow_path, dev)
+    payloads, cvae, flow = trained.payloads, trained.cvae, trained.flow
+    scale = trained.concentration_scale
     ds = ExsituMapDataset(test_h5)
     require_npix(ds, cvae.arch.npix, f"the cVAE {cvae_path}", RETRAIN_FIX)
     n_draws = int(settings["n_draws"])
-    # the recalibration fitted on the validation split when the flow was trained
-    scale = float(payloads["flow"].get("concentration_scale", 1.0))
     levels = [float(x) for x in settings["credible_levels"]]
     lv = np.asarray(levels)
     tolerance = float(settings.get("coverage_tolerance", 0.0))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,29 @@ def flow_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu
     flow = LatentFlow(**payload["architecture"])
     flow.load_state_dict(payload["state_dict"])
     return flow.to(device).eval()
+
+
+@dataclass
+class TrainedModel:
+    """A trained cVAE and flow of one model of the sweep, as evaluation and inference use them."""
+
+    payloads: dict[str, dict[str, Any]]
+    cvae: ExsituCVAE
+    flow: LatentFlow
+
+    @property
+    def concentration_scale(self) -> float:
+        """The predictive's recalibration, fitted on the validation split with the flow."""
+        return float(self.payloads["flow"].get("concentration_scale", 1.0))
+
+
+def load_trained_model(cvae_path: str | Path, flow_path: str | Path,
+                       device: torch.device | str = "cpu") -> TrainedModel:
+    """Both checkpoints of a model (each loaded once), in eval mode on ``device``."""
+    payloads = {"cvae": load_payload(cvae_path, "exsitu_cvae"),
+                "flow": load_payload(flow_path, "exsitu_flow")}
+    return TrainedModel(payloads, cvae_from_payload(payloads["cvae"], device),
+                        flow_from_payload(payloads["flow"], device))
 
 
 def load_cvae(path: str | Path, device: torch.device | str = "cpu") -> ExsituCVAE:

@@ -48,9 +48,7 @@ from simbridge.io import (
 )
 from simbridge.models.data import ExsituMapDataset, batch_loader
 from simbridge.models.exsitu import (
-    cvae_from_payload,
-    flow_from_payload,
-    load_payload,
+    load_trained_model,
     posterior_draws,
 )
 from simbridge.models.training import autocast, derive_seed, select_device
@@ -231,10 +229,9 @@ def infer_posterior(
     warnings, thresholds, provenance). Returns the summary.
     """
     dev = select_device(device)
-    payloads = {"cvae": load_payload(cvae_path, "exsitu_cvae"),
-                "flow": load_payload(flow_path, "exsitu_flow")}
-    cvae = cvae_from_payload(payloads["cvae"], dev)
-    flow = flow_from_payload(payloads["flow"], dev)
+    trained = load_trained_model(cvae_path, flow_path, dev)
+    cvae, flow = trained.cvae, trained.flow
+    scale = trained.concentration_scale
     model = str(settings.get("model") or Path(cvae_path).parent.name)
     channels, units = expected_channels(train_h5)
     n = check_inference_file(input_h5, cvae.arch.npix, channels, units, model)
@@ -247,8 +244,6 @@ def infer_posterior(
     sigma = float(settings["pixel_outlier_sigma"])
     ood_q = float(settings["ood_quantile"])
     kinds = KINDS
-    # the predictive's recalibration, fitted on the validation split when the flow was trained
-    scale = float(payloads["flow"].get("concentration_scale", 1.0))
 
     ref = training_reference(cvae, train_h5, sigma, dev)
     # 'higher': a training value, so no training sample lies beyond its own threshold
