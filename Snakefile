@@ -52,6 +52,18 @@ localrules:
     generalization_regression,
     plot_generalization,
     plot_generalization_model,
+    dm2gal_demo,
+    dm2gal_dataset,
+    dm2gal_model,
+    dm2gal_splits,
+    check_dm2gal_splits,
+    fit_dm2gal_hod,
+    plot_exsitu_transfer,
+    exsitu_transfer,
+    realism_images,
+    realism_models,
+    realism_empty_sky,
+    plot_realism,
 
 
 include: "workflow/rules/common.smk"
@@ -60,8 +72,11 @@ include: "workflow/rules/tng_maps.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/exsitu_model.smk"
+include: "workflow/rules/ifu.smk"
 include: "workflow/rules/abundances.smk"
 include: "workflow/rules/generalization.smk"
+include: "workflow/rules/dm2gal.smk"
+include: "workflow/rules/realism.smk"
 
 
 BRANCH_OUTPUTS = {
@@ -69,9 +84,14 @@ BRANCH_OUTPUTS = {
     "exsitu": lambda: dataset_outputs()
     + tng_report_figures()
     + exsitu_model_outputs()
-    + exsitu_inference_outputs(),
-    "generalization": generalization_outputs,
+    + exsitu_inference_outputs()
+    + ifu_outputs(),
+    "generalization": lambda: generalization_outputs()
+    + exsitu_transfer_outputs()
+    + exsitu_expected_error_outputs(),
     "abundances": lambda: abundance_dataset_outputs() + abundance_model_outputs(),
+    "dm2gal": dm2gal_outputs,
+    "realism": realism_outputs,
 }
 
 
@@ -110,4 +130,4 @@ rule model:
 rule infer:
     """Stage: apply a trained ex-situ model to the files of exsitu_model.inference.input_files."""
     input:
-        exsitu_inference_outputs() or no_inference_inputs,
+        exsitu_inference_outputs() + exsitu_expected_error_outputs() or no_inference_inputs,

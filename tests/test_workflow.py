@@ -567,3 +567,61 @@ def test_infer_target_applies_the_trained_model_to_new_galaxies(demo_run, tmp_pa
     assert planned_jobs(run_snakemake(work, "-n", "infer")) == {}
     run_snakemake(work, "--report", "results/report.html")
     assert "Ex-situ inference" in (work / "results/report.html").read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_exsitu_transfer_study_applies_the_trained_model_to_other_universes(demo_run, tmp_path):
+    """`snakemake exsitu_transfer`: two transfer universes (a twin with its own seed and a
+    coarser one), the trained model reused, the test split's error equal to the evaluation's,
+    and the expected error of an inference input consistent with the study's fit."""
+    work = tmp_path / "w"
+    shutil.copytree(demo_run, work)
+    cfg = small_config()
+    model = "z3_beta7e-05"
+    transfer = cfg["generalization"]["exsitu_transfer"]
+    transfer.update(universes=[{"name": "twin", "base_path": None, "demo": {}},
+                               {"name": "coarse", "base_path": None,
+                                "demo": {"star_particle_mass_msun": 4.0e7}}],
+                    n_draws=10, n_bootstrap=200, mixing_fractions=[0.5])
+    test_split = f"{DATASET}/test.h5"
+    coarse = "results/generalization/exsitu_transfer/maps/coarse.h5"
+    cfg["exsitu_model"]["inference"].update(input_files=[coarse])
+    write_config(work, cfg)
+    assert planned_jobs(run_snakemake(work, "-n", "exsitu_transfer")) == {
+        "exsitu_transfer_universe": 2, "extract_transfer_maps": 2, "exsitu_transfer_study": 1,
+        "plot_exsitu_transfer": 1, "exsitu_expected_error": 1, "exsitu_transfer": 1}
+    run_snakemake(work, "--cores", "2", "exsitu_transfer")
+    base = work / "results/generalization/exsitu_transfer"
+    m = json.loads((base / f"{model}/metrics.json").read_text())
+    assert [s["name"] for s in m["sets"]] == ["in_domain_test", "twin_f0.5", "twin_f1",
+                                              "coarse_f0.5", "coarse_f1"]
+    with h5py.File(work / test_split) as h5:
+        n_test = h5["conditions"].shape[0]
+    with h5py.File(work / test_split) as h5:
+        n_natural = int((h5["view_index"][:] < transfer["views_per_galaxy"]).sum())
+    assert m["sets"][0]["n_samples"] == n_natural < n_test  # the balanced split's first views
+    # the twin is a new universe: same physics, other galaxies than the training universe's
+    twin = pd.read_csv(base / "maps/twin_catalog.csv")
+    ours = pd.read_csv(work / f"results/tng/{SIM}/catalog/snap_099.csv")
+    assert not np.allclose(np.sort(twin["stellar_mass_msun"])[:5],
+                           np.sort(ours["stellar_mass_msun"])[:5])
+    evaluation = json.loads((work / f"results/tng/{SIM}/exsitu_model/{model}/evaluation/"
+                             "metrics.json").read_text())
+    flow = evaluation["modes"]["flow"]["mean_abs_residual"]
+    balanced = m["in_domain_error_balanced_test_split"]
+    assert abs(balanced - flow) < 0.25 * flow, (balanced, flow)
+    loo = m["leave_one_universe_out"][m["primary_distance"]]["universes"]
+    assert [x["universe"] for x in loo] == ["twin", "coarse"]
+    assert all(x["lower"] <= x["predicted"] <= x["upper"] for x in loo)
+    # a universe's own map file as an inference input: the same samples, so the same distance
+    # as the study's set of that universe alone, and the expected error on the study's fit
+    expected = json.loads((work / f"results/tng/{SIM}/exsitu_model/{model}/inference/coarse/"
+                           "expected_error.json").read_text())
+    kind = m["primary_distance"]
+    d = expected["distance"][kind]
+    assert d == pytest.approx(m["sets"][-1]["distance"][kind], rel=1e-6)
+    fit = m["fits"][kind]
+    assert expected["expected_mean_abs_residual_per_pixel"] == pytest.approx(
+        fit["intercept"] + fit["slope"] * d, rel=1e-6)
+    assert (base / f"{model}/error_vs_distance.png").stat().st_size > 10_000
+    assert planned_jobs(run_snakemake(work, "-n", "exsitu_transfer")) == {}

@@ -303,3 +303,12 @@ rule generalization_study:
     """Stage: the error-distance regression, metrics.json and the report figures."""
     input:
         [paths.GEN_METRICS] + generalization_figures(),
+
+
+include: "exsitu_transfer.smk"
+
+
+rule exsitu_transfer:
+    """Stage: the ex-situ map model on other universes, and expected errors of inference inputs."""
+    input:
+        exsitu_transfer_outputs() + exsitu_expected_error_outputs(),

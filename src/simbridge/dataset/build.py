@@ -95,6 +95,8 @@ def build_split(
     with atomic_output(out_h5) as tmp, h5py.File(tmp, "w") as out:
         create_sample_datasets(out, n, npix, LINEAGE_FIELD)
         one_d = [name for name in out if out[name].ndim == 1 and name != "lineage_group"]
+        extra_maps, extra_1d = create_extra_datasets(batch_h5, out, n)
+        one_d += extra_1d
         for b, grp in tqdm(rows.groupby("batch_file", sort=True), desc=f"{split}: copying",
                            unit="batch", disable=not progress):
             batch_file = batch_h5[int(b)]
@@ -106,7 +108,7 @@ def build_split(
                                           zip(grp["first_sample"], grp["n_views"], strict=True)])
                 try:
                     inputs.update(str(s) for s in src["provenance"].attrs["input_files"])
-                    for name in MAP_DATASETS:
+                    for name in (*MAP_DATASETS, *extra_maps):
                         copy_sample_chunks(src[name], out[name], src_idx, dst_idx)
                     for name in one_d:
                         out[name][dst_idx] = src[name][...][src_idx]
@@ -129,6 +131,31 @@ def build_split(
         write_provenance(out, config, config["seed"], sorted(inputs))
     log.info("%s: %d galaxies, %d samples", split, len(rows), n)
     return n
+
+
+def create_extra_datasets(batch_h5: Sequence[str | Path], out: h5py.File, n: int
+                          ) -> tuple[list[str], list[str]]:
+    """Per-sample datasets of the batch files beyond the ideal layout (e.g. the IFU-like
+    dataset's ideal maps, errors and bin maps), created in ``out`` like the batch's; attributes
+    of the batch's datasets that ``out`` lacks are copied. Returns (map names, 1-d names);
+    batch files of the ideal layout give none and change nothing."""
+    if not batch_h5:
+        return [], []
+    maps, one_d = [], []
+    with open_hdf5(batch_h5[0], "maps batch", fix=rebuild_fix(batch_h5[0], "extract_maps")) as src:
+        for name, ds in src.items():
+            if not isinstance(ds, h5py.Dataset):
+                continue
+            if name not in out:
+                rest = ds.shape[1:]
+                out.create_dataset(name, shape=(n, *rest), dtype=ds.dtype,
+                                   chunks=(1, *rest) if n and rest else None,
+                                   compression="lzf" if n and rest else None, track_times=False)
+                (maps if rest else one_d).append(name)
+            for key, value in ds.attrs.items():
+                if key not in out[name].attrs:
+                    out[name].attrs[key] = value
+    return maps, one_d
 
 
 def copy_sample_chunks(src: h5py.Dataset, dst: h5py.Dataset, src_idx: np.ndarray,

@@ -155,7 +155,7 @@ def check_inference_file(path: str | Path, npix: int, channels: Sequence[str],
     return int(n)
 
 
-def _read_inputs(h5: h5py.File, start: int, stop: int) -> tuple[Tensor, Tensor]:
+def read_inputs(h5: h5py.File, start: int, stop: int) -> tuple[Tensor, Tensor]:
     """Raw conditions (values outside the mask set to 0) and the mask, as float32 tensors."""
     mask = h5["galaxy_mask"][start:stop].astype(bool)
     cond = np.where(mask[:, None], h5["conditions"][start:stop], 0.0).astype(np.float32)
@@ -289,7 +289,7 @@ def infer_posterior(
                 out.create_dataset(key, data=src[key][:], track_times=False)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            cond, mask = _read_inputs(src, start, stop)
+            cond, mask = read_inputs(src, start, stop)
             cond, mask = cond.to(dev), mask.to(dev)
             frac, summary = condition_scores(cvae, cond, mask, sigma)
             scores["pixel_outlier_fraction"][start:stop] = frac

@@ -142,3 +142,63 @@ def plot_example_spectra(spectra: Mapping[str, tuple[np.ndarray, np.ndarray, np.
     axes[-1, 0].set_xlabel("rest-frame wavelength (Angstrom)", fontsize=8)
     fig.tight_layout()
     _save(fig, out_png)
+
+
+TRANSFER_DISTANCE_LABELS = {
+    "weighted_optimal_transport": "importance-weighted optimal-transport distance",
+    "optimal_transport": "optimal-transport distance (W1)",
+    "mean_euclidean": "mean Euclidean distance",
+}
+
+
+def plot_exsitu_transfer(metrics: Mapping, out_png: str | Path) -> None:
+    """Left: error of every set against its primary distance, the fit on all sets with its
+    predictive band, and the leave-one-universe-out predictions. Right: measured against
+    leave-one-out predicted error per universe."""
+    kind = metrics["primary_distance"]
+    sets, fit = metrics["sets"], metrics["fits"][kind]
+    universes = sorted({s["universe"] for s in sets} - {"in_domain_test"})
+    colours = dict(zip(universes, plt.cm.tab10(np.linspace(0, 1, max(len(universes), 2))),
+                       strict=False))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    d = np.array([s["distance"][kind] for s in sets])
+    grid = np.linspace(0.0, d.max() * 1.08, 60)
+    ax.plot(grid, fit["intercept"] + fit["slope"] * grid, color="k", lw=1,
+            label=f"fit: {fit['intercept']:.3f} + {fit['slope']:.3f} d (R$^2$ = {fit['r2']:.2f})")
+    for s in sets:
+        u = s["universe"]
+        if u == "in_domain_test":
+            ax.scatter(s["distance"][kind], s["error"], marker="*", s=120, color="k",
+                       label="test split (in domain)", zorder=3)
+            continue
+        alone = s["fraction"] >= 1.0
+        ax.scatter(s["distance"][kind], s["error"], color=colours[u], s=40 if alone else 18,
+                   marker="o" if alone else "s", alpha=1.0 if alone else 0.6,
+                   label=u if alone else None, zorder=2)
+    loo = metrics.get("leave_one_universe_out", {}).get(kind)
+    if loo:
+        for x in loo["universes"]:
+            ax.errorbar(x["distance"], x["predicted"],
+                        yerr=[[x["predicted"] - x["lower"]], [x["upper"] - x["predicted"]]],
+                        fmt="_", color=colours[x["universe"]], lw=1, alpha=0.7)
+        lo = min(min(x["lower"], x["measured"]) for x in loo["universes"])
+        hi = max(max(x["upper"], x["measured"]) for x in loo["universes"])
+        bx.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--")
+        for x in loo["universes"]:
+            bx.errorbar(x["predicted"], x["measured"],
+                        xerr=[[x["predicted"] - x["lower"]], [x["upper"] - x["predicted"]]],
+                        fmt="o", color=colours[x["universe"]], ms=5,
+                        mfc=colours[x["universe"]] if x["inside"] else "white")
+            bx.annotate(x["universe"], (x["predicted"], x["measured"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        bx.set_title(f"leave one universe out: {sum(x['inside'] for x in loo['universes'])}"
+                     f"/{len(loo['universes'])} inside the {100 * metrics['level']:.0f}% "
+                     "interval (open: outside)", fontsize=9)
+    bx.set_xlabel("predicted error (fit without that universe)")
+    bx.set_ylabel("measured error")
+    ax.set_xlabel(TRANSFER_DISTANCE_LABELS[kind] + " to the training split")
+    ax.set_ylabel("mean |posterior mean - truth| per galaxy pixel")
+    ax.set_title(f"{metrics['model']}: squares mix a universe with the test split", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    _save(fig, out_png)

@@ -906,6 +906,10 @@ DEFAULT_DEMO_PARAMS: dict[str, Any] = {
     # galaxy-physics variant knobs (generalization branch); the defaults change nothing
     "metallicity_offset_dex": 0.0,   # added to every star's log10 metallicity
     "formation_time_power": 1.0,     # a_form -> a_final (a_form / a_final)^power (< 1: younger)
+    # structure variant knobs (realism branch); the defaults change nothing
+    "disk_scale_factor": 1.0,        # multiplies every disk scale length (< 1: compact)
+    "bulge_fraction_scale": 1.0,     # multiplies the in-situ bulge's share of the stars
+    "disk_clump_fraction": 0.0,      # share of disk stars in young star-forming clumps
 }
 
 # Fields written per particle type, so that every galaxy contributes the same columns.
@@ -997,6 +1001,24 @@ def _disk(rng: np.random.Generator, n: int, r_scale: float, z_scale: float) -> t
     phi = rng.uniform(0.0, 2.0 * np.pi, n)
     pos = np.column_stack([big_r * np.cos(phi), big_r * np.sin(phi), rng.laplace(0, z_scale, n)])
     return pos, big_r, phi
+
+
+#: star-forming clumps per disk (knob disk_clump_fraction)
+_CLUMPS_PER_DISK = 6
+
+
+def _add_disk_clumps(rng: np.random.Generator, pos: NDArray, a_form: NDArray, fraction: float,
+                     r_scale: float, a_final: float) -> None:
+    """Move a share of the disk stars (in place) into a few compact young clumps centred on
+    disk positions: the small-scale structure of observed star-forming disks (ages 0.3-1 Gyr,
+    Gaussian knots of 0.08 disk scale lengths)."""
+    n = len(pos)
+    in_clump = rng.random(n) < fraction
+    k = int(in_clump.sum())
+    centres = pos[rng.choice(n, _CLUMPS_PER_DISK, replace=False)]
+    which = rng.integers(0, _CLUMPS_PER_DISK, k)
+    pos[in_clump] = centres[which] + rng.normal(0.0, 0.08 * r_scale, (k, 3)) * [1.0, 1.0, 0.3]
+    a_form[in_clump] = a_final * rng.uniform(0.93, 0.98, k)
 
 
 def _cylindrical_velocity(v_r: NDArray, v_phi: NDArray, v_z: NDArray, phi: NDArray) -> NDArray:
@@ -1105,6 +1127,12 @@ def _check_demo_params(params: dict) -> dict[str, Any]:
         problems.append("box_size_ckpc_h and star_particle_mass_msun must be > 0")
     if not float(p["formation_time_power"]) > 0:
         problems.append("formation_time_power must be > 0")
+    if not float(p["disk_scale_factor"]) > 0:
+        problems.append("disk_scale_factor must be > 0")
+    if not 0.0 <= float(p["bulge_fraction_scale"]) <= 3.0:
+        problems.append("bulge_fraction_scale must be in [0, 3]")
+    if not 0.0 <= float(p["disk_clump_fraction"]) <= 0.5:
+        problems.append("disk_clump_fraction must be in [0, 0.5]")
     if not isinstance(p["merger_trees"], bool):
         problems.append("merger_trees must be true or false")
     elif p["merger_trees"] and snaps and not problems:
@@ -1324,13 +1352,13 @@ def _make_galaxy(
         f_ex = float(r.beta(mu * kappa, (1.0 - mu) * kappa))
     n_ex = round(f_ex * n_star)
     n_in = n_star - n_ex
-    n_bulge = round((0.1 + 0.2 * mnorm) * n_in)
+    n_bulge = min(n_in, round((0.1 + 0.2 * mnorm) * float(p["bulge_fraction_scale"]) * n_in))
     # in-situ stellar halo ("splash": disk stars heated by mergers), up to 30% of the disk; it
     # shares the ex-situ halo's extent and heat, so extent and kinematics alone are ambiguous
     n_splash = round(r.uniform(0.0, 0.3) * (n_in - n_bulge))
     n_disk = n_in - n_bulge - n_splash
 
-    r_d = (2.0 + 3.0 * mnorm) * 10 ** r.normal(0.0, 0.05)
+    r_d = (2.0 + 3.0 * mnorm) * 10 ** r.normal(0.0, 0.05) * float(p["disk_scale_factor"])
     z_d = 0.12 * r_d
     v_flat = 150.0 + 130.0 * mnorm
     sig_disk = 20.0 + 20.0 * mnorm
@@ -1345,6 +1373,8 @@ def _make_galaxy(
     u_d = np.clip(r.beta(2.2, 1.6 + 1.5 * mnorm, n_disk) + 0.06 * (big_r / r_d - 2.0), 0.0,
                   0.998)
     a_d = a_final * (0.3 + 0.7 * u_d)
+    if float(p["disk_clump_fraction"]) > 0 and n_disk >= _CLUMPS_PER_DISK:
+        _add_disk_clumps(r, pos_d, a_d, float(p["disk_clump_fraction"]), r_d, a_final)
     # in-situ bulge: compact, hot, older
     r_b = _hernquist_radii(r, n_bulge, 0.12 * r_d)
     pos_b = _spherical(r, r_b)
