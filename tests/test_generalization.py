@@ -508,6 +508,8 @@ def tiny_generalization_config() -> dict:
          "snr": 10},
     ]
     g["holdout_domains"] = ["fid_dusty"]
+    # the ex-situ transfer study trains the TNG branch's model: tested in test_workflow.py
+    g["exsitu_transfer"]["enabled"] = False
     g["min_galaxies"] = {"feature_selection": 5, "train": 30, "test": 10}
     g["feature_selection"].update({"n_per_domain": 20, "n_features": 30, "n_candidates": 60,
                                    "n_clusters": 5,
