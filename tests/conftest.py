@@ -27,6 +27,8 @@ def small_config(**maps_overrides) -> dict:
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg = copy.deepcopy(cfg)
     cfg["branches"] = ["exsitu"]  # the other branches have their own test configs
+    # the ex-situ transfer study adds universes to `infer`; its own test switches it on
+    cfg["generalization"]["exsitu_transfer"]["enabled"] = False
     cfg["demo_universe"]["n_galaxies"] = 16
     cfg["tng"]["n_batches"] = 2
     cfg["maps"].update({"npix": 32, "n_example_galaxies": 2})

@@ -579,7 +579,7 @@ def test_exsitu_transfer_study_applies_the_trained_model_to_other_universes(demo
     cfg = small_config()
     model = "z3_beta7e-05"
     transfer = cfg["generalization"]["exsitu_transfer"]
-    transfer.update(universes=[{"name": "twin", "base_path": None, "demo": {}},
+    transfer.update(enabled=True, universes=[{"name": "twin", "base_path": None, "demo": {}},
                                {"name": "coarse", "base_path": None,
                                 "demo": {"star_particle_mass_msun": 4.0e7}}],
                     n_draws=10, n_bootstrap=200, mixing_fractions=[0.5])
