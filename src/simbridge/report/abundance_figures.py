@@ -12,13 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simbridge.io import atomic_output  # noqa: E402
-
-
-def _save(fig: plt.Figure, out_png: str | Path) -> None:
-    with atomic_output(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+from simbridge.report import save_figure as _save  # noqa: E402
 
 
 def _plane(ax: plt.Axes, hist: np.ndarray, feh_edges: np.ndarray, ofe_edges: np.ndarray,

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simbridge.io import atomic_output  # noqa: E402
+from simbridge.report import save_figure as _save  # noqa: E402
 
 DISTANCE_LABELS = {
     "mean_euclidean": "mean Euclidean distance (ranked features)",
@@ -21,10 +21,6 @@ DISTANCE_LABELS = {
 }
 
 
-def _save(fig: plt.Figure, out_png: str | Path) -> None:
-    with atomic_output(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
 
 
 def _load(metrics_json: str | Path) -> dict:

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simbridge.io import atomic_output  # noqa: E402
+from simbridge.report import save_figure as _save  # noqa: E402
 
 CASE_LABELS = {
     "ideal_on_ideal": "ideal-trained on ideal maps",
@@ -21,10 +21,6 @@ CASE_LABELS = {
 }
 
 
-def _save(fig: plt.Figure, out_png: str | Path) -> None:
-    with atomic_output(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_ifu_examples(split_h5: str | Path, out_png: str | Path, n_galaxies: int) -> None:

@@ -13,17 +13,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simbridge.io import atomic_output, read_table  # noqa: E402
+from simbridge.io import read_table  # noqa: E402
+from simbridge.report import save_figure as _save  # noqa: E402
 
 TREND_LABELS = {"stellar_mass_msun": "stellar mass [Msun]",
                 "half_light_radius_kpc": "r-band half-light radius [kpc]",
                 "sersic_n": "Sersic index n"}
-
-
-def _save(fig: plt.Figure, out_png: str | Path) -> None:
-    with atomic_output(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
 
 
 def plot_llr_distributions(metrics: dict, scores_h5: str | Path, out_png: str | Path) -> None:
