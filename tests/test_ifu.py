@@ -216,13 +216,29 @@ def test_second_demo_configuration_runs_end_to_end(tmp_path):
         assert (h5["voronoi_bin"][:][mask] >= 0).all()
     metrics = json.loads((ifu_dir / "comparison/z3_beta7e-05/metrics.json").read_text())
     assert set(metrics["cases"]) == {"ideal_on_ideal", "ifu_on_ifu", "ideal_on_ifu"}
+    # the IFU evaluations draw ifu.evaluation_n_draws (default 40), the ideal one its own
+    assert metrics["cases"]["ideal_on_ideal"]["n_draws"] == cfg["exsitu_model"]["evaluation"][
+        "n_draws"]
+    assert metrics["cases"]["ifu_on_ifu"]["n_draws"] == 40
+    assert metrics["cases"]["ideal_on_ifu"]["n_draws"] == 40
     for case in metrics["cases"].values():
         flow = case["modes"]["flow"]
         assert 0 <= flow["mean_abs_residual"] <= 1
         assert len(flow["coverage"]) == len(case["credible_levels"])
         assert sum(p["n_pixels"] for p in flow["residual_vs_radius"]) <= metrics["n_pixels"]
     assert (ifu_dir / "comparison/z3_beta7e-05/comparison.png").stat().st_size > 0
-    splits = {s: h5py.File(ifu_dir / f"dataset/{s}.h5") for s in ("train", "validation", "test")}
-    assert json.loads((ifu_dir / "dataset/leakage_check.json").read_text())
-    for f in splits.values():
-        f.close()
+    # the comparison and the example maps are in the Snakemake report
+    report = tmp_path / "report.html"
+    proc = subprocess.run([*cmd[:-2], "--report", str(report)], capture_output=True, text=True,
+                          timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    html = report.read_text(errors="ignore")
+    assert "Ex-situ IFU-like" in html
+    assert "comparison.png" in html and "example_ifu_maps.png" in html
+    # the IFU splits hold the ideal splits' galaxies (the same lineage split), checked for leakage
+    ideal_check = json.loads(
+        (tmp_path / "results/tng/TNG-demo/dataset/leakage_check.json").read_text())
+    check = json.loads((ifu_dir / "dataset/leakage_check.json").read_text())
+    assert check["status"] == "passed"
+    assert check["galaxies_per_split"] == ideal_check["galaxies_per_split"]
+    assert check["samples_per_split"] == ideal_check["samples_per_split"]

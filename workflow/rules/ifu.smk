@@ -165,6 +165,9 @@ use rule evaluate_exsitu_model as evaluate_ifu_model with:
         test=ifu_split_file("test"),
     output:
         **_evaluation_outputs(ifu_model_path, "IFU-trained {model} on IFU maps"),
+    params:
+        settings=ifu_evaluation_config(),
+        n_examples=EXSITU["evaluation"]["n_example_galaxies"],
     log:
         log_path("evaluate_ifu_model/{model}"),
     benchmark:
@@ -178,6 +181,9 @@ use rule evaluate_exsitu_model as evaluate_ideal_model_on_ifu with:
         test=ifu_split_file("test"),
     output:
         **_evaluation_outputs(ideal_on_ifu_path, "ideal-trained {model} on IFU maps"),
+    params:
+        settings=ifu_evaluation_config(),
+        n_examples=EXSITU["evaluation"]["n_example_galaxies"],
     log:
         log_path("evaluate_ideal_model_on_ifu/{model}"),
     benchmark:

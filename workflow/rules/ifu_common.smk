@@ -27,7 +27,8 @@ def ifu_split_file(split: str) -> str:
 
 def ifu_settings_config() -> dict:
     """The ifu settings that determine the maps (not the switch, model or figure settings)."""
-    skip = ("enabled", "model", "n_example_galaxies", "radius_bins_effective_radii")
+    skip = ("enabled", "model", "n_example_galaxies", "radius_bins_effective_radii",
+            "evaluation_n_draws")
     return {k: v for k, v in IFU.items() if k not in skip}
 
 
@@ -39,6 +40,11 @@ def ifu_extraction_config() -> dict:
 def ifu_dataset_config() -> dict:
     """The settings recorded in the IFU-like split files."""
     return {**dataset_config(), "ifu": ifu_settings_config()}
+
+
+def ifu_evaluation_config() -> dict:
+    """The evaluation settings of the two evaluations on the IFU-like test split."""
+    return {**exsitu_evaluation_config(), "n_draws": int(IFU["evaluation_n_draws"])}
 
 
 def ifu_outputs() -> list[str]:

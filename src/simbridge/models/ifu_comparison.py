@@ -111,6 +111,7 @@ def compare_ifu_models(inputs: Mapping[str, str], radius_bins: Sequence[float],
                 "mean_abs_residual_own_pixels": own_mode["mean_abs_residual"],
             }
         entry["credible_levels"] = own["credible_levels"]
+        entry["n_draws"] = own.get("n_draws")  # posterior draws per map of that evaluation
         metrics["cases"][case] = entry
     flow = {c: metrics["cases"][c]["modes"]["flow"]["mean_abs_residual"] for c in CASES}
     metrics["checks"] = {

@@ -21,6 +21,10 @@ CASE_LABELS = {
 }
 
 
+def _finite_percentile(img: np.ndarray, q: float, default: float) -> float:
+    """The q-th percentile of the finite values of ``img`` (``default`` when there are none)."""
+    finite = img[np.isfinite(img)]
+    return float(np.percentile(finite, q)) if finite.size else default
 
 
 def plot_ifu_examples(split_h5: str | Path, out_png: str | Path, n_galaxies: int) -> None:
@@ -44,25 +48,31 @@ def plot_ifu_examples(split_h5: str | Path, out_png: str | Path, n_galaxies: int
                  np.where(h5["r_surface_brightness"][i] < 99, h5["r_surface_brightness"][i],
                           np.nan)]))
     titles = ["ideal v [km/s] (mass-w.)", "IFU v (light-w., PSF)", "ideal sigma [km/s]",
-              "IFU sigma (incl. beam smearing)", "Voronoi bin", "bin S/N",
+              "IFU sigma (incl. beam smearing)", "Voronoi bins", "bin S/N (r band)",
               "mu_r [mag/arcsec^2]"]
     fig, axes = plt.subplots(len(panels), len(titles), figsize=(2.2 * len(titles),
                                                                  2.2 * len(panels)),
                              squeeze=False)
     rng = np.random.default_rng(0)  # colours of the bins only
     for r, (sub, snap, maps) in enumerate(panels):
-        vlim = np.nanmax(np.abs(maps[0])) if np.isfinite(maps[0]).any() else 1.0
+        # ideal and IFU-like maps of one quantity share a colour scale
+        vlim = _finite_percentile(np.abs(maps[0]), 99.0, 1.0)
+        slim = max(_finite_percentile(maps[2], 99.0, 1.0), _finite_percentile(maps[3], 100.0, 1.0))
         for c, (img, title) in enumerate(zip(maps, titles, strict=True)):
             ax = axes[r, c]
             if c in (0, 1):
                 im = ax.imshow(img, origin="lower", cmap="RdBu_r", vmin=-vlim, vmax=vlim)
-            elif c == 4:
+            elif c in (2, 3):
+                im = ax.imshow(img, origin="lower", cmap="viridis", vmin=0.0, vmax=slim)
+            elif c == 4:  # bins in shuffled colours, no colour bar (the index has no scale)
                 lut = rng.permutation(int(np.nanmax(img)) + 1 if np.isfinite(img).any() else 1)
                 shown = np.where(np.isfinite(img), lut[np.nan_to_num(img).astype(int)], np.nan)
-                im = ax.imshow(shown, origin="lower", cmap="tab20", interpolation="nearest")
+                ax.imshow(shown, origin="lower", cmap="tab20", interpolation="nearest")
+                im = None
             else:
                 im = ax.imshow(img, origin="lower", cmap="magma_r" if c == 6 else "viridis")
-            fig.colorbar(im, ax=ax, fraction=0.046)
+            if im is not None:
+                fig.colorbar(im, ax=ax, fraction=0.046)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -94,11 +104,16 @@ def plot_ifu_comparison(metrics_json: str | Path, out_png: str | Path) -> None:
     axes[0].set_ylabel("mean |posterior mean - truth|")
     axes[0].set_title(f"same {m['n_pixels']} IFU pixels, {m['n_test_samples']} test maps",
                       fontsize=9)
-    axes[0].legend(fontsize=7)
-    axes[1].set_xlabel("R / R_e")
-    axes[1].set_ylabel("flow mode: mean |residual|")
-    axes[2].plot([0, 1], [0, 1], "k:", lw=1)
+    axes[1].set_xlabel("R / R_e (projected r-band half-light radius)")
+    axes[1].set_ylabel("flow mode: mean |posterior mean - truth|")
+    axes[1].set_ylim(bottom=0)
+    axes[1].set_title("residual against radius (same pixels)", fontsize=9)
+    axes[2].plot([0, 1], [0, 1], "k:", lw=1, label="calibrated")
     axes[2].set_xlabel("credible level")
     axes[2].set_ylabel("flow predictive coverage")
-    axes[2].legend(fontsize=7)
+    axes[2].set_title("coverage (each evaluation's galaxy pixels)", fontsize=9)
+    handles, labels = axes[2].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     _save(fig, out_png)
