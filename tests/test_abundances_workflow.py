@@ -4,19 +4,15 @@ failing a run, and a misspelt key stopping one before anything runs."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import ROOT, small_config
+from tests.conftest import small_config
+from tests.test_workflow import run_with_config as run
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 AB = "results/nihao/abundances"
 
 
@@ -38,15 +34,6 @@ def abundances_config() -> dict:
     return cfg
 
 
-def run(workdir: Path, cfg: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
 
 
 def test_a_misspelt_abundances_key_stops_the_run_before_anything_runs(tmp_path):

@@ -4,16 +4,12 @@ run-level split check failing a run."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import ROOT, small_config
+from tests.conftest import small_config
+from tests.test_workflow import run_with_config as run
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 D = "results/camels/dm2gal"
 
 
@@ -29,15 +25,6 @@ def dm2gal_config() -> dict:
     return cfg
 
 
-def run(workdir: Path, cfg: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
 
 
 @pytest.mark.slow

@@ -45,6 +45,13 @@ def write_config(workdir: Path, cfg: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
+def run_with_config(workdir: Path, cfg: dict, *args: str, check: bool = True
+                    ) -> subprocess.CompletedProcess:
+    """Write ``cfg`` as the workdir's config.yaml and run Snakemake there with ``args``."""
+    write_config(workdir, cfg)
+    return run_snakemake(workdir, *args, check=check)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -44,7 +44,8 @@ def ifu_dataset_config() -> dict:
 
 def ifu_evaluation_config() -> dict:
     """The evaluation settings of the two evaluations on the IFU-like test split."""
-    return {**exsitu_evaluation_config(), "n_draws": int(IFU["evaluation_n_draws"])}
+    return {**exsitu_evaluation_config(), "n_draws": int(IFU["evaluation_n_draws"]),
+            "n_draws_key": "ifu.evaluation_n_draws"}
 
 
 def ifu_outputs() -> list[str]:

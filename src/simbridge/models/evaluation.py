@@ -140,7 +140,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Draw posteriors for every test sample in three modes; write posterior maps and metrics.
 
-    ``settings``: seed, n_draws, credible_levels (and coverage_tolerance, calibration_tolerance).
+    ``settings``: seed, n_draws, credible_levels (and coverage_tolerance, calibration_tolerance;
+    n_draws_key: the config key named when n_draws is too small).
     Residuals are posterior mean minus truth on galaxy pixels (galaxy_mask == 1). Two
     posteriors are judged per mode:
 
@@ -164,8 +165,9 @@ def evaluate_model(
     tolerance = float(settings.get("coverage_tolerance", 0.0))
     if max(levels) > max_resolved_level(n_draws):
         log.warning("credible level %g needs more than %d draws (the widest interval they "
-                    "resolve is %.3f); raise exsitu_model.evaluation.n_draws", max(levels),
-                    n_draws, max_resolved_level(n_draws))
+                    "resolve is %.3f); raise %s", max(levels), n_draws,
+                    max_resolved_level(n_draws),
+                    settings.get("n_draws_key", "exsitu_model.evaluation.n_draws"))
     n, npix = len(ds), ds.npix
     torch.manual_seed(derive_seed(settings["seed"], "evaluation"))
     pit_rng = np.random.default_rng(derive_seed(settings["seed"], "evaluation", "pit"))
