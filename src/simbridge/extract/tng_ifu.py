@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from simbridge import units
 from simbridge.errors import SimBridgeInputError
 from simbridge.extract import ifu
 from simbridge.extract.maps import MAP_CHANNELS, MAP_UNITS
@@ -30,9 +29,10 @@ from simbridge.extract.tng_maps import (
     _input_files,
     batch_galaxies,
     create_sample_datasets,
-    galaxy_maps_from_particles,
+    galaxy_maps_from_frame,
     galaxy_rotations,
     iter_batch_particles,
+    star_frame,
 )
 from simbridge.io import atomic_output, read_table, write_provenance
 from simbridge.sims import tng
@@ -73,39 +73,28 @@ def ifu_galaxy(stars: dict[str, np.ndarray], insitu: np.ndarray, header: tng.Sna
                subhalo_id: int) -> tuple[Any, list[ifu.IfuView]]:
     """Ideal maps (GalaxyResult) and the IFU views of one galaxy; GalaxySkipped if unusable."""
     maps_cfg = config["maps"]
-    ideal = galaxy_maps_from_particles(stars, insitu, header, centre_ckpc_h,
-                                       systemic_velocity_kms, half_mass_radius_kpc, rotations,
-                                       maps_cfg)
+    frame = star_frame(stars, header, centre_ckpc_h, systemic_velocity_kms)
+    ideal = galaxy_maps_from_frame(frame, stars, insitu, header, half_mass_radius_kpc,
+                                   rotations, maps_cfg)
     settings = ifu_settings(config)
-    a, h = header.scale_factor, header.hubble_param
-    aform = np.asarray(stars["GFM_StellarFormationTime"])
-    is_star = units.is_star_not_wind(aform)
-    phot = np.asarray(stars["GFM_StellarPhotometrics"])[is_star]
+    phot = np.asarray(stars["GFM_StellarPhotometrics"])[frame.is_star]
     if not np.isfinite(phot[:, ifu.R_BAND_INDEX]).all():
         raise GalaxySkipped("non-finite values in PartType4/GFM_StellarPhotometrics (r band)")
     lum = ifu.r_band_luminosity_lsun(phot)
     if lum.sum() <= 0:
         raise GalaxySkipped("no r-band light (GFM_StellarPhotometrics r >= 90 for every star)")
-    offset = units.periodic_offset(stars["Coordinates"][is_star], centre_ckpc_h,
-                                   header.box_size_ckpc_h)
-    pos = units.comoving_ckpc_h_to_physical_kpc(offset, a, h)
-    vel = (units.snapshot_velocity_to_peculiar_kms(stars["Velocities"][is_star], a)
-           - np.asarray(systemic_velocity_kms, dtype=np.float64))
-    mass = units.code_mass_to_msun(stars["Masses"][is_star], h)
-    age = np.maximum(units.stellar_age_gyr(aform[is_star], a, h, header.omega_matter,
-                                           header.omega_lambda), 0.0)
-    metal = np.asarray(stars["GFM_Metallicity"][is_star], dtype=np.float64)
-    cosmo = (settings.redshift, h, header.omega_matter, header.omega_lambda)
+    cosmo = (settings.redshift, header.hubble_param, header.omega_matter, header.omega_lambda)
     scale, dist_mod = ifu.angular_scale_kpc_per_arcsec(*cosmo), ifu.distance_modulus(*cosmo)
     views = []
     for k, rot in enumerate(rotations):
         rng = np.random.default_rng([int(config["seed"]), int(header.snapshot), int(subhalo_id),
                                      k, NOISE_STREAM])
-        x, y, v = pos @ rot[0], pos @ rot[1], vel @ rot[2]
+        x, y, v = frame.pos_kpc @ rot[0], frame.pos_kpc @ rot[1], frame.vel_kms @ rot[2]
         try:
-            view = ifu.observe_view(x, y, v, mass, age, metal, lum, ideal.particle_count[k],
-                                    ideal.half_width_kpc, maps_cfg["min_particles_per_pixel"],
-                                    scale, dist_mod, settings, rng)
+            view = ifu.observe_view(x, y, v, frame.mass_msun, frame.age_gyr, frame.metallicity,
+                                    lum, ideal.particle_count[k], ideal.half_width_kpc,
+                                    maps_cfg["min_particles_per_pixel"], scale, dist_mod,
+                                    settings, rng)
         except ValueError as err:
             raise GalaxySkipped(f"IFU view {k}: {err}") from None
         if not view.galaxy_mask.any():

@@ -237,6 +237,44 @@ def global_exsitu_fraction(
     return float(mass_msun[flags == 0].sum() / labelled), n_star, n_wind
 
 
+@dataclass(frozen=True)
+class StarFrame:
+    """The star particles of one galaxy (winds dropped) in physical units around its centre."""
+
+    is_star: np.ndarray  # (N_all,) bool: which PartType4 elements are stars (not wind)
+    pos_kpc: np.ndarray  # (N, 3) physical kpc from the centre, periodic wrap applied
+    vel_kms: np.ndarray  # (N, 3) peculiar km/s relative to the systemic velocity
+    mass_msun: np.ndarray
+    age_gyr: np.ndarray
+    metallicity: np.ndarray
+
+
+def star_frame(stars: dict[str, np.ndarray], header: tng.SnapshotHeader,
+               centre_ckpc_h: np.ndarray, systemic_velocity_kms: np.ndarray) -> StarFrame:
+    """PartType4 elements in code units to a StarFrame (the workflow's physics conventions).
+
+    Wind cells (formation time <= 0) are dropped; positions are wrapped periodically around the
+    centre and converted to physical kpc; snapshot velocities get sqrt(a) and lose the systemic
+    velocity (SubhaloVel, already physical); ages use the header's cosmology."""
+    a, h = header.scale_factor, header.hubble_param
+    aform = np.asarray(stars["GFM_StellarFormationTime"])
+    is_star = units.is_star_not_wind(aform)
+    offset = units.periodic_offset(stars["Coordinates"][is_star], centre_ckpc_h,
+                                   header.box_size_ckpc_h)
+    # stars of the snapshot's last time step may round to a hair below age 0: clip to 0
+    age_gyr = np.maximum(units.stellar_age_gyr(aform[is_star], a, h, header.omega_matter,
+                                               header.omega_lambda), 0.0)
+    return StarFrame(
+        is_star=is_star,
+        pos_kpc=units.comoving_ckpc_h_to_physical_kpc(offset, a, h),
+        vel_kms=(units.snapshot_velocity_to_peculiar_kms(stars["Velocities"][is_star], a)
+                 - np.asarray(systemic_velocity_kms, dtype=np.float64)),
+        mass_msun=units.code_mass_to_msun(stars["Masses"][is_star], h),
+        age_gyr=age_gyr,
+        metallicity=np.asarray(stars["GFM_Metallicity"][is_star], dtype=np.float64),
+    )
+
+
 def galaxy_maps_from_particles(
     stars: dict[str, np.ndarray],
     insitu: np.ndarray,
@@ -247,32 +285,33 @@ def galaxy_maps_from_particles(
     rotations: np.ndarray,
     maps_config: dict[str, Any],
 ) -> GalaxyResult:
-    """Maps of one galaxy from its PartType4 elements in code units (workflow physics lives here).
+    """Maps of one galaxy from its PartType4 elements in code units (conventions:
+    :func:`star_frame`). Raises GalaxySkipped with the reason for a galaxy that cannot be
+    mapped."""
+    return galaxy_maps_from_frame(
+        star_frame(stars, header, centre_ckpc_h, systemic_velocity_kms), stars, insitu, header,
+        half_mass_radius_kpc, rotations, maps_config)
 
-    Wind cells (formation time <= 0) are dropped; positions are wrapped periodically around the
-    centre and converted to physical kpc; snapshot velocities get sqrt(a) and lose the systemic
-    velocity (SubhaloVel, already physical); ages use the header's cosmology.
-    Raises GalaxySkipped with the reason for a galaxy that cannot be mapped.
-    """
+
+def galaxy_maps_from_frame(
+    frame: StarFrame,
+    stars: dict[str, np.ndarray],
+    insitu: np.ndarray,
+    header: tng.SnapshotHeader,
+    half_mass_radius_kpc: float,
+    rotations: np.ndarray,
+    maps_config: dict[str, Any],
+) -> GalaxyResult:
+    """Maps of one galaxy from its StarFrame (``stars`` and ``insitu`` for the global ex-situ
+    fraction and the particle counts); GalaxySkipped for a galaxy that cannot be mapped."""
     a, h = header.scale_factor, header.hubble_param
     exsitu_global, n_star, n_wind = global_exsitu_fraction(
         {f: stars[f] for f in tng.STAR_FIELDS}, insitu, h, maps_config["min_star_particles"], a)
-    aform = np.asarray(stars["GFM_StellarFormationTime"])
-    is_star = units.is_star_not_wind(aform)
-    offset = units.periodic_offset(stars["Coordinates"][is_star], centre_ckpc_h,
-                                   header.box_size_ckpc_h)
-    pos_kpc = units.comoving_ckpc_h_to_physical_kpc(offset, a, h)
-    vel_kms = (units.snapshot_velocity_to_peculiar_kms(stars["Velocities"][is_star], a)
-               - np.asarray(systemic_velocity_kms, dtype=np.float64))
-    mass_msun = units.code_mass_to_msun(stars["Masses"][is_star], h)
-    # stars of the snapshot's last time step may round to a hair below age 0: clip to 0
-    age_gyr = np.maximum(units.stellar_age_gyr(aform[is_star], a, h, header.omega_matter,
-                                               header.omega_lambda), 0.0)
-    metallicity = np.asarray(stars["GFM_Metallicity"][is_star], dtype=np.float64)
-    flags = np.asarray(insitu)[is_star]
+    flags = np.asarray(insitu)[frame.is_star]
     half_width = maps_config["fov_half_mass_radii"] * half_mass_radius_kpc
     views = [
-        project_galaxy_maps(pos_kpc, vel_kms, mass_msun, age_gyr, metallicity, flags, rot,
+        project_galaxy_maps(frame.pos_kpc, frame.vel_kms, frame.mass_msun, frame.age_gyr,
+                            frame.metallicity, flags, rot,
                             maps_config["npix"], half_width,
                             maps_config["min_particles_per_pixel"])
         for rot in rotations
